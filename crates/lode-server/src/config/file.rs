@@ -1,0 +1,134 @@
+//! Stage 1 of the config: the TOML file format, which is the user contract.
+//!
+//! Every field is optional; what is left out keeps its default. Unknown keys are an
+//! error, so a misspelt option never goes unnoticed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole `lodestone.toml` file.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Version of the file format. Only `1` exists.
+    pub version: Option<u32>,
+    /// Directory holding all durable state. Default `./lodestone-data`.
+    pub data_dir: Option<PathBuf>,
+    /// Storage backend: `"embedded"` (default, durable, inside `data_dir`) or `"memory"`
+    /// (nothing survives a restart; for development and tests).
+    pub storage: Option<String>,
+    /// Accept every MQTT client without credentials and let it publish and subscribe anywhere.
+    /// Development only. Default `false`: clients are refused until device authentication exists.
+    pub allow_anonymous: Option<bool>,
+    /// Most simultaneous transport connections over all MQTT listeners; more are closed at once.
+    /// Default 100000.
+    pub max_connections: Option<usize>,
+    /// Time a new connection has to finish its TLS or WebSocket handshake, e.g. `"10s"`.
+    #[serde(default, with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
+    /// Longest graceful shutdown, e.g. `"30s"`. Past it, remaining connections are dropped.
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+    /// Listener addresses.
+    #[serde(default)]
+    pub listeners: ListenersFile,
+    /// TLS for the `mqtts` and `wss` listeners.
+    #[serde(default)]
+    pub tls: TlsFile,
+    /// Broker limits and behaviour.
+    #[serde(default)]
+    pub mqtt: MqttFile,
+}
+
+/// `[listeners]`: where each listener binds.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersFile {
+    /// MQTT over TCP. Default `0.0.0.0:1883`.
+    pub mqtt: Option<SocketAddr>,
+    /// MQTT over TLS, only when `[tls]` has a certificate and key. Default `0.0.0.0:8883`.
+    pub mqtts: Option<SocketAddr>,
+    /// MQTT over WebSocket, path `/mqtt`. Default `0.0.0.0:8083`.
+    pub ws: Option<SocketAddr>,
+    /// MQTT over secure WebSocket, only when `[tls]` is set. Default `0.0.0.0:8084`.
+    pub wss: Option<SocketAddr>,
+    /// HTTP: health, readiness, metrics, management API. Default `0.0.0.0:8080`.
+    pub http: Option<SocketAddr>,
+}
+
+/// `[tls]`: server certificate and optional client-certificate authentication.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM file with the server certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM file with the server's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// PEM file with the CA certificates that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// Client certificates: `"none"` (default), `"optional"` (verified when presented) or
+    /// `"required"`. `optional` and `required` need `client_ca`.
+    pub client_auth: Option<String>,
+}
+
+/// `[mqtt]`: every limit of the broker. Each maps onto one field of the broker's config.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttFile {
+    /// Largest packet accepted from a client, in bytes (fixed header included). Default 262144.
+    pub max_packet_size: Option<u32>,
+    /// Longest topic name or filter, in bytes. Default 65535.
+    pub max_topic_len: Option<usize>,
+    /// Most levels (`/`-separated parts) in a topic name or filter. Default 128.
+    pub max_topic_levels: Option<usize>,
+    /// Most topic filters in one SUBSCRIBE. Default 128.
+    pub max_topics_per_subscribe: Option<usize>,
+    /// Most subscriptions one session may hold. Default 1000.
+    pub max_subscriptions_per_client: Option<usize>,
+    /// Most unacknowledged QoS 1/2 messages sent to one client. Default 100.
+    pub max_inflight: Option<u16>,
+    /// Receive Maximum announced to 5.0 clients. Default 100.
+    pub receive_maximum: Option<u16>,
+    /// Most messages queued for one session. Default 10000.
+    pub max_queued_messages: Option<usize>,
+    /// How long a message waits in an offline session's queue at most, e.g. `"7d"`.
+    #[serde(default, with = "humantime_serde")]
+    pub queued_message_expiry: Option<Duration>,
+    /// Longest session expiry interval a client may ask for, e.g. `"7d"`.
+    #[serde(default, with = "humantime_serde")]
+    pub max_session_expiry: Option<Duration>,
+    /// Session expiry given to 3.1.1 clients connecting with clean session = 0, e.g. `"7d"`.
+    #[serde(default, with = "humantime_serde")]
+    pub v3_session_expiry: Option<Duration>,
+    /// Keep alive range accepted from clients in seconds, as `[min, max]`. Default: any.
+    pub keep_alive_range: Option<[u16; 2]>,
+    /// Keep alive imposed on 5.0 clients outside the range, in seconds. Default: none.
+    pub server_keep_alive: Option<u16>,
+    /// Time a client has to send CONNECT after the transport is up, e.g. `"10s"`.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Highest topic alias accepted from 5.0 clients (0 = none). Default 64.
+    pub topic_alias_maximum: Option<u16>,
+    /// Most bytes waiting to be written to one client before it counts as stalled. Default 4 MiB.
+    pub max_write_backlog: Option<usize>,
+    /// Whether retained messages are stored. Default `true`.
+    pub retain_available: Option<bool>,
+    /// Whether `$share/{group}/{filter}` subscriptions are accepted. Default `true`.
+    pub shared_subscriptions: Option<bool>,
+    /// Whether subscription identifiers are supported. Default `true`.
+    pub subscription_identifiers: Option<bool>,
+    /// Whether wildcard subscriptions are accepted. Default `true`.
+    pub wildcard_subscriptions: Option<bool>,
+    /// Largest QoS granted: 0, 1 or 2. Default 2.
+    pub maximum_qos: Option<u8>,
+}
+
+impl FileConfig {
+    /// Parses the text of a config file.
+    pub fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+}

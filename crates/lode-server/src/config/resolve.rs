@@ -1,0 +1,351 @@
+//! Stage 2 of the config: merges defaults, file, environment and flags into typed config.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::ValueEnum;
+use lode_broker::BrokerConfig;
+use lode_mqtt::QoS;
+
+use super::file::{FileConfig, MqttFile};
+use super::{ClientAuth, Env, ListenerAddrs, Problems, ServerConfig, StorageKind, TlsConfig};
+use crate::cli::ServeArgs;
+
+/// One layer of overrides for the options that flags and environment variables can set.
+#[derive(Debug, Default)]
+struct Layer {
+    data_dir: Option<PathBuf>,
+    storage: Option<StorageKind>,
+    allow_anonymous: Option<bool>,
+    max_connections: Option<usize>,
+    mqtt_addr: Option<std::net::SocketAddr>,
+    mqtts_addr: Option<std::net::SocketAddr>,
+    ws_addr: Option<std::net::SocketAddr>,
+    wss_addr: Option<std::net::SocketAddr>,
+    http_addr: Option<std::net::SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_client_auth: Option<ClientAuth>,
+}
+
+impl Layer {
+    fn from_file(file: &FileConfig, problems: &mut Vec<String>) -> Layer {
+        Layer {
+            data_dir: file.data_dir.clone(),
+            storage: file
+                .storage
+                .as_deref()
+                .and_then(|s| parse_enum("storage", s, problems)),
+            allow_anonymous: file.allow_anonymous,
+            max_connections: file.max_connections,
+            mqtt_addr: file.listeners.mqtt,
+            mqtts_addr: file.listeners.mqtts,
+            ws_addr: file.listeners.ws,
+            wss_addr: file.listeners.wss,
+            http_addr: file.listeners.http,
+            tls_cert: file.tls.cert.clone(),
+            tls_key: file.tls.key.clone(),
+            tls_client_ca: file.tls.client_ca.clone(),
+            tls_client_auth: file
+                .tls
+                .client_auth
+                .as_deref()
+                .and_then(|s| parse_enum("tls.client_auth", s, problems)),
+        }
+    }
+
+    fn from_env(env: &Env, problems: &mut Vec<String>) -> Layer {
+        let get = |name: &str| env.get(name).map(String::as_str).filter(|v| !v.is_empty());
+        let mut parse_addr = |name: &str| {
+            get(name).and_then(|v| parse_value::<std::net::SocketAddr>(name, v, problems))
+        };
+        let mqtt_addr = parse_addr("LODESTONE_MQTT_ADDR");
+        let mqtts_addr = parse_addr("LODESTONE_MQTTS_ADDR");
+        let ws_addr = parse_addr("LODESTONE_WS_ADDR");
+        let wss_addr = parse_addr("LODESTONE_WSS_ADDR");
+        let http_addr = parse_addr("LODESTONE_HTTP_ADDR");
+        Layer {
+            data_dir: get("LODESTONE_DATA_DIR").map(PathBuf::from),
+            storage: get("LODESTONE_STORAGE")
+                .and_then(|v| parse_enum("LODESTONE_STORAGE", v, problems)),
+            allow_anonymous: get("LODESTONE_ALLOW_ANONYMOUS")
+                .and_then(|v| parse_bool("LODESTONE_ALLOW_ANONYMOUS", v, problems)),
+            max_connections: get("LODESTONE_MAX_CONNECTIONS")
+                .and_then(|v| parse_value("LODESTONE_MAX_CONNECTIONS", v, problems)),
+            mqtt_addr,
+            mqtts_addr,
+            ws_addr,
+            wss_addr,
+            http_addr,
+            tls_cert: get("LODESTONE_TLS_CERT").map(PathBuf::from),
+            tls_key: get("LODESTONE_TLS_KEY").map(PathBuf::from),
+            tls_client_ca: get("LODESTONE_TLS_CLIENT_CA").map(PathBuf::from),
+            tls_client_auth: get("LODESTONE_TLS_CLIENT_AUTH")
+                .and_then(|v| parse_enum("LODESTONE_TLS_CLIENT_AUTH", v, problems)),
+        }
+    }
+
+    fn from_args(args: &ServeArgs) -> Layer {
+        Layer {
+            data_dir: args.data_dir.clone(),
+            storage: args.storage,
+            allow_anonymous: args.allow_anonymous,
+            max_connections: args.max_connections,
+            mqtt_addr: args.mqtt_addr,
+            mqtts_addr: args.mqtts_addr,
+            ws_addr: args.ws_addr,
+            wss_addr: args.wss_addr,
+            http_addr: args.http_addr,
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+            tls_client_ca: args.tls_client_ca.clone(),
+            tls_client_auth: args.tls_client_auth,
+        }
+    }
+
+    /// Lays `top` over `self`: every option `top` sets wins.
+    fn overlay(self, top: Layer) -> Layer {
+        Layer {
+            data_dir: top.data_dir.or(self.data_dir),
+            storage: top.storage.or(self.storage),
+            allow_anonymous: top.allow_anonymous.or(self.allow_anonymous),
+            max_connections: top.max_connections.or(self.max_connections),
+            mqtt_addr: top.mqtt_addr.or(self.mqtt_addr),
+            mqtts_addr: top.mqtts_addr.or(self.mqtts_addr),
+            ws_addr: top.ws_addr.or(self.ws_addr),
+            wss_addr: top.wss_addr.or(self.wss_addr),
+            http_addr: top.http_addr.or(self.http_addr),
+            tls_cert: top.tls_cert.or(self.tls_cert),
+            tls_key: top.tls_key.or(self.tls_key),
+            tls_client_ca: top.tls_client_ca.or(self.tls_client_ca),
+            tls_client_auth: top.tls_client_auth.or(self.tls_client_auth),
+        }
+    }
+}
+
+/// Merges `file` < `env` < `flags` over the defaults and validates the result. Every problem
+/// found is reported, not only the first.
+pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<ServerConfig, Problems> {
+    let mut problems = Vec::new();
+    if let Some(version) = file.version
+        && version != 1
+    {
+        problems.push(format!(
+            "version: unsupported config file version {version} (expected 1)"
+        ));
+    }
+    let layer = Layer::from_file(file, &mut problems)
+        .overlay(Layer::from_env(env, &mut problems))
+        .overlay(Layer::from_args(flags));
+
+    let defaults = ServerConfig::default();
+    let default_addrs = ListenerAddrs::default();
+    let listeners = ListenerAddrs {
+        mqtt: layer.mqtt_addr.unwrap_or(default_addrs.mqtt),
+        mqtts: layer.mqtts_addr.unwrap_or(default_addrs.mqtts),
+        ws: layer.ws_addr.unwrap_or(default_addrs.ws),
+        wss: layer.wss_addr.unwrap_or(default_addrs.wss),
+        http: layer.http_addr.unwrap_or(default_addrs.http),
+    };
+
+    let client_auth = layer.tls_client_auth.unwrap_or_default();
+    let tls = match (layer.tls_cert, layer.tls_key) {
+        (Some(cert), Some(key)) => {
+            if client_auth != ClientAuth::None && layer.tls_client_ca.is_none() {
+                problems.push(
+                    "tls.client_auth: client authentication needs a CA file (tls.client_ca / --tls-client-ca)"
+                        .to_owned(),
+                );
+            }
+            Some(TlsConfig {
+                cert,
+                key,
+                client_ca: layer.tls_client_ca,
+                client_auth,
+            })
+        }
+        (Some(_), None) => {
+            problems.push(
+                "tls: a certificate is configured but no private key (tls.key / --tls-key)"
+                    .to_owned(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(
+                "tls: a private key is configured but no certificate (tls.cert / --tls-cert)"
+                    .to_owned(),
+            );
+            None
+        }
+        (None, None) => {
+            if layer.tls_client_ca.is_some() || client_auth != ClientAuth::None {
+                problems.push(
+                    "tls: client authentication is configured but TLS is not (set tls.cert and tls.key)"
+                        .to_owned(),
+                );
+            }
+            None
+        }
+    };
+
+    let max_connections = layer.max_connections.unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        problems.push("max_connections: must be at least 1".to_owned());
+    }
+    let handshake_timeout = file.handshake_timeout.unwrap_or(defaults.handshake_timeout);
+    if handshake_timeout.is_zero() {
+        problems.push("handshake_timeout: must be more than zero".to_owned());
+    }
+
+    let broker = resolve_broker(&file.mqtt, &mut problems);
+
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    Ok(ServerConfig {
+        data_dir: layer.data_dir.unwrap_or(defaults.data_dir),
+        storage: layer.storage.unwrap_or(defaults.storage),
+        listeners,
+        tls,
+        allow_anonymous: layer.allow_anonymous.unwrap_or(defaults.allow_anonymous),
+        max_connections,
+        handshake_timeout,
+        shutdown_grace: file.shutdown_grace.unwrap_or(defaults.shutdown_grace),
+        broker,
+    })
+}
+
+fn resolve_broker(m: &MqttFile, problems: &mut Vec<String>) -> BrokerConfig {
+    let d = BrokerConfig::default();
+    let maximum_qos = match m.maximum_qos {
+        None => d.maximum_qos,
+        Some(q) => QoS::from_u8(q).unwrap_or_else(|| {
+            problems.push(format!(
+                "mqtt.maximum_qos: {q} is not a QoS (expected 0, 1 or 2)"
+            ));
+            d.maximum_qos
+        }),
+    };
+    let keep_alive_range = match m.keep_alive_range {
+        Some([min, max]) if min > max => {
+            problems.push(format!(
+                "mqtt.keep_alive_range: minimum {min} is above maximum {max}"
+            ));
+            None
+        }
+        Some([min, max]) => Some((min, max)),
+        None => d.keep_alive_range,
+    };
+    let c = BrokerConfig {
+        max_packet_size: m.max_packet_size.unwrap_or(d.max_packet_size),
+        max_topic_len: m.max_topic_len.unwrap_or(d.max_topic_len),
+        max_topic_levels: m.max_topic_levels.unwrap_or(d.max_topic_levels),
+        max_topics_per_subscribe: m
+            .max_topics_per_subscribe
+            .unwrap_or(d.max_topics_per_subscribe),
+        max_subscriptions_per_client: m
+            .max_subscriptions_per_client
+            .unwrap_or(d.max_subscriptions_per_client),
+        max_inflight: m.max_inflight.unwrap_or(d.max_inflight),
+        receive_maximum: m.receive_maximum.unwrap_or(d.receive_maximum),
+        max_queued_messages: m.max_queued_messages.unwrap_or(d.max_queued_messages),
+        queued_message_expiry: m.queued_message_expiry.unwrap_or(d.queued_message_expiry),
+        max_session_expiry: m.max_session_expiry.unwrap_or(d.max_session_expiry),
+        v3_session_expiry: m.v3_session_expiry.unwrap_or(d.v3_session_expiry),
+        keep_alive_range,
+        server_keep_alive: m.server_keep_alive.or(d.server_keep_alive),
+        connect_timeout: m.connect_timeout.unwrap_or(d.connect_timeout),
+        topic_alias_maximum: m.topic_alias_maximum.unwrap_or(d.topic_alias_maximum),
+        max_write_backlog: m.max_write_backlog.unwrap_or(d.max_write_backlog),
+        retain_available: m.retain_available.unwrap_or(d.retain_available),
+        shared_subscriptions: m.shared_subscriptions.unwrap_or(d.shared_subscriptions),
+        subscription_identifiers: m
+            .subscription_identifiers
+            .unwrap_or(d.subscription_identifiers),
+        wildcard_subscriptions: m.wildcard_subscriptions.unwrap_or(d.wildcard_subscriptions),
+        maximum_qos,
+    };
+    // The smallest packet that can carry anything useful is a few bytes; below 16 nothing works.
+    if c.max_packet_size < 16 {
+        problems.push(format!(
+            "mqtt.max_packet_size: {} is too small (at least 16)",
+            c.max_packet_size
+        ));
+    }
+    if c.max_packet_size > 268_435_460 {
+        problems.push(format!(
+            "mqtt.max_packet_size: {} is above the MQTT maximum of 268435460",
+            c.max_packet_size
+        ));
+    }
+    for (name, value) in [
+        ("mqtt.max_inflight", u64::from(c.max_inflight)),
+        ("mqtt.receive_maximum", u64::from(c.receive_maximum)),
+        ("mqtt.max_topic_len", c.max_topic_len as u64),
+        ("mqtt.max_topic_levels", c.max_topic_levels as u64),
+        (
+            "mqtt.max_topics_per_subscribe",
+            c.max_topics_per_subscribe as u64,
+        ),
+        ("mqtt.max_write_backlog", c.max_write_backlog as u64),
+    ] {
+        if value == 0 {
+            problems.push(format!("{name}: must be at least 1"));
+        }
+    }
+    if c.max_topic_len > 65_535 {
+        problems.push(format!(
+            "mqtt.max_topic_len: {} is above the MQTT maximum of 65535",
+            c.max_topic_len
+        ));
+    }
+    if c.connect_timeout.is_zero() {
+        problems.push("mqtt.connect_timeout: must be more than zero".to_owned());
+    }
+    c
+}
+
+fn parse_enum<T: ValueEnum>(name: &str, value: &str, problems: &mut Vec<String>) -> Option<T> {
+    match T::from_str(value, true) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            let expected: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_owned()))
+                .collect();
+            problems.push(format!(
+                "{name}: unknown value {value:?} (expected one of {})",
+                expected.join(", ")
+            ));
+            None
+        }
+    }
+}
+
+fn parse_value<T: FromStr>(name: &str, value: &str, problems: &mut Vec<String>) -> Option<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match value.trim().parse() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(format!("{name}: invalid value {value:?}: {e}"));
+            None
+        }
+    }
+}
+
+fn parse_bool(name: &str, value: &str, problems: &mut Vec<String>) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => {
+            problems.push(format!(
+                "{name}: invalid value {value:?} (expected true or false)"
+            ));
+            None
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Composition root of Lodestone: wires config, storage, the broker, listeners and HTTP.
+//!
+//! [`Server::bind`] binds every listener and opens storage; [`Server::run`] serves until the
+//! shutdown future completes, then shuts down gracefully within the configured grace period:
+//! stop accepting, let the broker disconnect clients and persist, wait for connection tasks.
+//! Tests and `main` use the same two calls.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+mod listener;
+mod metrics;
+pub mod tls;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use lode_broker::{AllowAnonymous, AuthHook, Broker, DenyAll};
+use lode_store::BrokerStore;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::ServerConfig;
+
+use config::StorageKind;
+use listener::{ConnContext, MqttListener, Transport};
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to bind {name} listener on {addr}")]
+pub struct BindError {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    config: ServerConfig,
+    broker: Broker,
+    mqtt: MqttListener,
+    mqtts: Option<MqttListener>,
+    ws: MqttListener,
+    wss: Option<MqttListener>,
+    http: TcpListener,
+    routes: axum::Router,
+    ready: Arc<AtomicBool>,
+}
+
+impl Server {
+    /// Binds every listener (port 0 picks a free port) and opens storage and the broker.
+    pub async fn bind(config: ServerConfig) -> anyhow::Result<Server> {
+        let acceptor = match &config.tls {
+            Some(tls) => Some(tls::acceptor(tls).context("failed to set up TLS")?),
+            None => None,
+        };
+        let addrs = config.listeners;
+        let mqtt = MqttListener {
+            listener: bind("mqtt", addrs.mqtt).await?,
+            transport: Transport::Tcp,
+        };
+        let ws = MqttListener {
+            listener: bind("websocket", addrs.ws).await?,
+            transport: Transport::Ws,
+        };
+        let (mqtts, wss) = match acceptor {
+            Some(acceptor) => (
+                Some(MqttListener {
+                    listener: bind("mqtts", addrs.mqtts).await?,
+                    transport: Transport::Tls(acceptor.clone()),
+                }),
+                Some(MqttListener {
+                    listener: bind("secure websocket", addrs.wss).await?,
+                    transport: Transport::Wss(acceptor),
+                }),
+            ),
+            None => (None, None),
+        };
+        let http = bind("http", addrs.http).await?;
+
+        let store = open_store(&config).await?;
+        let auth: Arc<dyn AuthHook> = if config.allow_anonymous {
+            tracing::warn!(
+                "anonymous mode: every MQTT client is accepted and may publish and subscribe anywhere"
+            );
+            Arc::new(AllowAnonymous)
+        } else {
+            tracing::warn!(
+                "no device authentication is configured: every MQTT client will be refused (not authorized); \
+                 for development, start with --allow-anonymous (or LODESTONE_ALLOW_ANONYMOUS=true, \
+                 or allow_anonymous = true in the config file)"
+            );
+            Arc::new(DenyAll)
+        };
+        let broker = Broker::open(config.broker.clone(), store, auth)
+            .await
+            .context("failed to open the broker")?;
+
+        Ok(Server {
+            config,
+            broker,
+            mqtt,
+            mqtts,
+            ws,
+            wss,
+            http,
+            routes: axum::Router::new(),
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Address of the MQTT over TCP listener.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        local_addr(&self.mqtt.listener)
+    }
+
+    /// Address of the MQTT over TLS listener, when TLS is configured.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.mqtts.as_ref().map(|l| local_addr(&l.listener))
+    }
+
+    /// Address of the MQTT over WebSocket listener.
+    pub fn ws_addr(&self) -> SocketAddr {
+        local_addr(&self.ws.listener)
+    }
+
+    /// Address of the MQTT over secure WebSocket listener, when TLS is configured.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss.as_ref().map(|l| local_addr(&l.listener))
+    }
+
+    /// Address of the HTTP listener.
+    pub fn http_addr(&self) -> SocketAddr {
+        local_addr(&self.http)
+    }
+
+    /// The broker, for components that publish or inspect sessions (management API, rules).
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Adds routes (the management API) to the HTTP listener, next to `/healthz`, `/readyz`
+    /// and `/metrics`.
+    pub fn merge_routes(mut self, routes: axum::Router) -> Server {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: readiness turns to 503,
+    /// listeners stop accepting, the broker disconnects clients (5.0: reason 0x8B) and
+    /// persists its state, and connection tasks are awaited. Whatever is still running when
+    /// the grace period ends is dropped.
+    pub async fn run(self, shutdown: impl Future) -> anyhow::Result<()> {
+        let Server {
+            config,
+            broker,
+            mqtt,
+            mqtts,
+            ws,
+            wss,
+            http,
+            routes,
+            ready,
+        } = self;
+
+        let root = CancellationToken::new();
+        let stop_accepting = root.child_token();
+        let stop_http = root.child_token();
+        let tracker = TaskTracker::new();
+        let ctx = Arc::new(ConnContext {
+            broker: broker.clone(),
+            limiter: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            handshake_timeout: config.handshake_timeout,
+            ws_max_message: ws_max_message(config.broker.max_packet_size),
+            tracker: TaskTracker::new(),
+            hard_stop: root.child_token(),
+        });
+
+        for l in [Some(mqtt), mqtts, Some(ws), wss].into_iter().flatten() {
+            tracing::info!(listener = l.transport.name(), addr = %local_addr(&l.listener), "listening");
+            tracker.spawn(listener::accept_loop(
+                l,
+                ctx.clone(),
+                stop_accepting.clone(),
+            ));
+        }
+
+        let app = http::router(http::HttpState {
+            broker: broker.clone(),
+            ready: ready.clone(),
+            prometheus: metrics::prometheus(),
+        })
+        .merge(routes);
+        tracing::info!(listener = "http", addr = %local_addr(&http), "listening");
+        let http_stop = stop_http.clone();
+        let http_task = tracker.spawn(async move {
+            axum::serve(http, app)
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
+        });
+        tracker.close();
+
+        ready.store(true, Ordering::Release);
+        tracing::info!(storage = ?config.storage, "lodestone is ready");
+
+        shutdown.await;
+        tracing::info!(grace = ?config.shutdown_grace, "shutting down");
+        ready.store(false, Ordering::Release);
+        stop_accepting.cancel();
+
+        let conns = ctx.tracker.clone();
+        conns.close();
+        let graceful = async {
+            broker.shutdown().await;
+            conns.wait().await;
+        };
+        let clean = tokio::time::timeout(config.shutdown_grace, graceful)
+            .await
+            .is_ok();
+        if !clean {
+            tracing::warn!(
+                open = conns.len(),
+                "shutdown grace period over, dropping remaining connections"
+            );
+        }
+        // Drops whatever is left and stops HTTP last, so /readyz reports 503 during the drain.
+        root.cancel();
+        let rest = async {
+            conns.wait().await;
+            tracker.wait().await;
+        };
+        if tokio::time::timeout(std::time::Duration::from_secs(5), rest)
+            .await
+            .is_err()
+        {
+            tracing::warn!("tasks still running after shutdown");
+        }
+        match http_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "http server failed"),
+            Err(error) => tracing::warn!(%error, "http server task failed"),
+        }
+        tracing::info!(clean, "shutdown complete");
+        Ok(())
+    }
+}
+
+async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { name, addr, source })
+}
+
+fn local_addr(listener: &TcpListener) -> SocketAddr {
+    // A bound listener always has a local address; the fallback is never reached in practice.
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Largest WebSocket message accepted: room for a few packets of the largest allowed size.
+fn ws_max_message(max_packet_size: u32) -> usize {
+    (max_packet_size as usize).saturating_mul(2).max(64 * 1024)
+}
+
+async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn BrokerStore>> {
+    match config.storage {
+        StorageKind::Memory => {
+            tracing::warn!("memory storage: broker state is lost when the process stops");
+            Ok(Arc::new(lode_store::MemoryStore::default()))
+        }
+        StorageKind::Embedded => {
+            let dir = config.data_dir.clone();
+            let path = dir.join("broker");
+            let store = tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).with_context(|| {
+                    format!("failed to create data directory {}", dir.display())
+                })?;
+                lode_store::EmbeddedStore::open(&path)
+                    .with_context(|| format!("failed to open store at {}", path.display()))
+            })
+            .await
+            .context("store opening task failed")??;
+            tracing::info!(path = %config.data_dir.display(), "embedded storage open");
+            Ok(Arc::new(store))
+        }
+    }
+}
