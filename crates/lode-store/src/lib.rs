@@ -17,6 +17,8 @@ mod embedded;
 mod group_commit;
 mod keys;
 mod memory;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
 
 pub use embedded::EmbeddedStore;
 pub use group_commit::{GroupCommit, GroupCommitConfig};
