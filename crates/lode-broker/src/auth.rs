@@ -39,7 +39,9 @@ pub struct AllowAnonymous;
 
 impl AuthHook for AllowAnonymous {
     fn authenticate(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
-        Ok(Principal { name: req.username.unwrap_or("anonymous").to_owned() })
+        Ok(Principal {
+            name: req.username.unwrap_or("anonymous").to_owned(),
+        })
     }
 
     fn authorize_publish(&self, _: &Principal, _: &str) -> bool {

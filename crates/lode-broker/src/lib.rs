@@ -2,9 +2,17 @@
 //!
 //! The broker is transport-agnostic: listeners hand it any byte stream through
 //! [`Broker::serve_connection`], and it speaks MQTT 3.1.1 and 5.0 over it.
+//! Every change that must survive a crash goes through the store's group commit
+//! before the client is told it happened.
 
 mod auth;
 mod config;
+mod connection;
+mod message;
+mod session;
+mod state;
+mod stats;
+mod trie;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use auth::{AllowAnonymous, AuthHook, ConnectRequest, DenyAll, Principal};
 pub use config::BrokerConfig;
+pub use stats::Stats;
+
+use state::Inner;
 
 /// What a listener knows about a new transport connection.
 #[derive(Debug, Clone)]
@@ -36,7 +47,7 @@ pub enum BrokerError {
 /// A running broker. Cheap to clone.
 #[derive(Clone)]
 pub struct Broker {
-    inner: Arc<()>,
+    inner: Arc<Inner>,
 }
 
 impl Broker {
@@ -46,8 +57,9 @@ impl Broker {
         store: Arc<dyn lode_store::BrokerStore>,
         auth: Arc<dyn AuthHook>,
     ) -> Result<Broker, BrokerError> {
-        let _ = (config, store, auth);
-        unimplemented!()
+        Ok(Broker {
+            inner: Inner::open(config, store, auth).await?,
+        })
     }
 
     /// Speaks MQTT over `stream` until the connection ends.
@@ -55,18 +67,31 @@ impl Broker {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let _ = (stream, info, &self.inner);
-        unimplemented!()
+        let inner = self.inner.clone();
+        self.inner
+            .tracker
+            .track_future(connection::serve(inner, stream, info))
+            .await;
     }
 
     /// Graceful shutdown: tells 5.0 clients (reason 0x8B), closes every connection,
     /// and waits until every state change is durable.
     pub async fn shutdown(&self) {
-        unimplemented!()
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        if let Err(error) = self.inner.flush().await {
+            tracing::error!(%error, "failed to persist broker state at shutdown");
+        }
     }
 
     /// Number of connected clients.
     pub fn connected_clients(&self) -> usize {
-        unimplemented!()
+        self.inner.connected()
+    }
+
+    /// The broker's counters and gauges.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
     }
 }
