@@ -13,9 +13,14 @@ mod decode;
 mod encode;
 mod error;
 mod packet;
+mod properties;
+mod reader;
 pub mod topic;
 
-pub use decode::{decode, decode_connect, Decoded};
+pub use decode::{Decoded, decode, decode_connect};
 pub use encode::{encode, encoded_len};
 pub use error::DecodeError;
 pub use packet::*;
+
+#[cfg(test)]
+mod tests;

@@ -180,7 +180,12 @@ pub struct PubResp {
 
 impl PubResp {
     pub fn new(packet_id: u16, code: ReasonCode) -> PubResp {
-        PubResp { packet_id, code, reason_string: None, user_properties: Vec::new() }
+        PubResp {
+            packet_id,
+            code,
+            reason_string: None,
+            user_properties: Vec::new(),
+        }
     }
 }
 
@@ -427,7 +432,11 @@ impl ReasonCode {
             Success => 0,
             UnsupportedProtocolVersion => 1,
             ClientIdentifierNotValid => 2,
-            ServerUnavailable | ServerBusy | ServerShuttingDown | UseAnotherServer | ServerMoved
+            ServerUnavailable
+            | ServerBusy
+            | ServerShuttingDown
+            | UseAnotherServer
+            | ServerMoved
             | ConnectionRateExceeded => 3,
             BadUserNameOrPassword | BadAuthenticationMethod => 4,
             _ => 5,
