@@ -65,7 +65,8 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// Every listener on `127.0.0.1:0` with in-memory storage and anonymous access: for tests.
+    /// Every listener on `127.0.0.1:0`, in-memory storage, anonymous access and a 5 s shutdown
+    /// grace: for tests.
     pub fn local_ephemeral() -> ServerConfig {
         let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         ServerConfig {

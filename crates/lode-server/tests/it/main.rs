@@ -1,0 +1,9 @@
+//! Integration tests of the `lodestone` server: config, CLI, HTTP, TLS, WebSocket and MQTT.
+
+mod cli;
+mod config;
+mod http;
+mod mqtt;
+mod support;
+mod tls;
+mod ws;
