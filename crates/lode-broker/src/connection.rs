@@ -79,13 +79,14 @@ where
             stats::inc(&inner.stats.connects_refused);
             stats::inc(&inner.stats.malformed);
             tracing::debug!(peer = %info.peer, %error, "bad connect");
-            if let DecodeError::UnsupportedProtocolVersion(level) = error {
-                let version = if level >= 5 {
-                    ProtocolVersion::V5
-                } else {
-                    ProtocolVersion::V311
-                };
-                refuse(&mut wr, version, ReasonCode::UnsupportedProtocolVersion).await;
+            if let DecodeError::UnsupportedProtocolVersion(_) = error {
+                // The 3.1.1 form (return code 0x01) is the one every client version understands.
+                refuse(
+                    &mut wr,
+                    ProtocolVersion::V311,
+                    ReasonCode::UnsupportedProtocolVersion,
+                )
+                .await;
             }
             return;
         }
@@ -412,8 +413,14 @@ where
                         return Close::Server(ReasonCode::ImplementationSpecificError);
                     }
                 }
-                _ = wait_space(blocked.as_deref()), if blocked.is_some() => {
+                _ = wait_space(blocked.as_deref(), inner.config.max_queued_messages), if blocked.is_some() => {
                     self.check_unblocked();
+                    // Packets read before the pause are still buffered.
+                    if self.blocked_on.is_none()
+                        && let Some(close) = self.process_input()
+                    {
+                        return close;
+                    }
                 }
                 res = self.rd.read_buf(&mut self.rbuf), if can_read => match res {
                     Ok(0) | Err(_) => return Close::Transport,
@@ -1069,14 +1076,14 @@ where
             Close::Server(code) => (Some(code), true),
             Close::Transport => (None, true),
         };
-        if let Some(code) = reason {
-            if self.version.is_v5() {
-                let d = Disconnect {
-                    code,
-                    ..Disconnect::default()
-                };
-                lode_mqtt::encode(&Packet::Disconnect(d), self.version, &mut self.wbuf);
-            }
+        if let Some(code) = reason
+            && self.version.is_v5()
+        {
+            let d = Disconnect {
+                code,
+                ..Disconnect::default()
+            };
+            lode_mqtt::encode(&Packet::Disconnect(d), self.version, &mut self.wbuf);
         }
         if reason.is_some() || matches!(close, Close::Client { .. }) {
             let wr = &mut self.wr;
@@ -1163,10 +1170,23 @@ async fn wait_commit(pending: &mut VecDeque<Pending>) -> Result<(), lode_store::
     }
 }
 
-async fn wait_space(session: Option<&Session>) {
-    match session {
-        Some(s) => s.space.notified().await,
-        None => std::future::pending().await,
+/// Resolves once `session`'s backlog is within `limit` (or it went offline or ended).
+async fn wait_space(session: Option<&Session>, limit: usize) {
+    let Some(session) = session else {
+        return std::future::pending().await;
+    };
+    loop {
+        // Register before looking, so a drain between the look and the wait is not missed.
+        let notified = session.space.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let st = session.state.lock();
+            if st.ended || st.generation == 0 || st.queue.len() <= limit {
+                return;
+            }
+        }
+        notified.await;
     }
 }
 

@@ -254,13 +254,17 @@ impl Inner {
                 let detached = session.detached.notified();
                 tokio::pin!(detached);
                 detached.as_mut().enable();
-                let mut st = session.state.lock();
-                if st.ended {
-                    continue;
-                }
-                if st.generation != 0 {
-                    st.kick = Some(ReasonCode::SessionTakenOver);
-                    drop(st);
+                let attached_elsewhere = {
+                    let mut st = session.state.lock();
+                    if st.ended {
+                        continue;
+                    }
+                    if st.generation != 0 {
+                        st.kick = Some(ReasonCode::SessionTakenOver);
+                    }
+                    st.generation != 0
+                };
+                if attached_elsewhere {
                     stats::inc(&self.stats.takeovers);
                     session.wake.notify_one();
                     if tokio::time::timeout(Duration::from_secs(10), detached)
