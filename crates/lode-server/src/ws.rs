@@ -2,7 +2,8 @@
 //! byte stream.
 //!
 //! MQTT packets may span several binary messages or share one, so the adapter hands the broker
-//! plain bytes. Every write becomes one binary message. A close frame reads as end of stream.
+//! plain bytes. Every write becomes one binary message, sent at once without waiting for a
+//! flush. A close frame reads as end of stream.
 
 use std::io;
 use std::pin::Pin;
@@ -121,6 +122,8 @@ where
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        // Pushes out anything an earlier write left in the WebSocket's buffer (see poll_write).
+        let _ = Pin::new(&mut this.inner).poll_flush(cx);
         loop {
             if !this.pending.is_empty() {
                 let n = this.pending.len().min(buf.remaining());
@@ -173,6 +176,12 @@ where
         Pin::new(&mut *inner)
             .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
             .map_err(to_io)?;
+        // Send at once: callers that never flush (a plain TCP stream needs no flush) must still
+        // see their bytes go out. If the socket is full, the rest goes on the next write, read
+        // or flush; the waker is registered either way.
+        if let Poll::Ready(Err(e)) = Pin::new(&mut *inner).poll_flush(cx) {
+            return Poll::Ready(Err(to_io(e)));
+        }
         Poll::Ready(Ok(buf.len()))
     }
 
