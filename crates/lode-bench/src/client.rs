@@ -545,3 +545,31 @@ async fn pump_inner(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_offsets_patch_packet_id_and_stamp() {
+        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+                let t = Template::new("a/b/c", 64, qos, version).unwrap();
+                let mut buf = BytesMut::from(&t.bytes[..]);
+                if let Some(off) = t.pid_off {
+                    buf[off..off + 2].copy_from_slice(&7u16.to_be_bytes());
+                }
+                let po = t.payload_off;
+                buf[po..po + 8].copy_from_slice(&42u64.to_be_bytes());
+                let d = decode(&mut buf, version, MAX_PACKET).unwrap().unwrap();
+                let Packet::Publish(p) = d.packet else {
+                    panic!("not a PUBLISH")
+                };
+                assert_eq!(p.packet_id, (qos == QoS::AtLeastOnce).then_some(7));
+                assert_eq!(&p.topic[..], b"a/b/c");
+                assert_eq!(p.payload.len(), 64);
+                assert_eq!(&p.payload[..8], &42u64.to_be_bytes());
+            }
+        }
+    }
+}

@@ -176,6 +176,9 @@ pub(crate) async fn idle(target: &Target, p: &ConnParams) -> Row {
         _ => None,
     };
     row.set("KB/conn", per);
+    row.notes.push(
+        "KB/conn = VmRSS growth / connections; memory the broker freed earlier and reuses is not counted".to_owned(),
+    );
     if let Some(e) = o.first_error {
         row.notes.push(format!("first connect error: {e}"));
     }

@@ -206,5 +206,8 @@ async fn run_inner(p: &EchoParams) -> Result<Row> {
     row.notes.push(
         "server, senders and receiver all run in this process (shares the same cores)".to_owned(),
     );
+    row.notes.push(
+        "senders are bounded only by TCP backpressure, so latency here is queueing under saturation".to_owned(),
+    );
     Ok(row)
 }

@@ -35,7 +35,8 @@ Scenarios:
   echo-baseline   raw TCP relay inside the tool, fan-in shape (--clients senders, one receiver):
                   the ceiling for this machine's loopback; needs no target
   all             the standard matrix: fan-in QoS 0/1 x 64 B/4 KB, fan-out QoS 0/1 64 B, pairs QoS 1,
-                  latency, connect-storm, idle (--connections, default 10000), echo-baseline 64 B/4 KB
+                  latency, connect-storm, echo-baseline 64 B/4 KB; idle (--connections,
+                  default 10000) runs first so freed broker memory does not hide its growth
 
 Targets: --target NAME=HOST:PORT[@PID], repeatable; every scenario runs against each target in
 order and the first one is the reference for the ratio column/rows. With @PID (or --pid, matched
@@ -250,6 +251,9 @@ async fn run(args: Args) -> Result<()> {
         }
         Scenario::EchoBaseline => ctx.echo(payload).await,
         Scenario::All => {
+            // Idle first: broker memory freed by earlier scenarios would hide per-connection growth.
+            ctx.conns(true, ctx.args.connections.unwrap_or(10_000))
+                .await?;
             ctx.flow(Shape::FanIn, QoS::AtMostOnce, 64, false).await;
             ctx.flow(Shape::FanIn, QoS::AtMostOnce, 4096, false).await;
             ctx.flow(Shape::FanIn, QoS::AtLeastOnce, 64, false).await;
@@ -259,8 +263,6 @@ async fn run(args: Args) -> Result<()> {
             ctx.flow(Shape::Pairs, QoS::AtLeastOnce, 64, false).await;
             ctx.flow(Shape::Pairs, qos, 64, true).await;
             ctx.conns(false, 5_000).await?;
-            ctx.conns(true, ctx.args.connections.unwrap_or(10_000))
-                .await?;
             ctx.echo(64).await;
             ctx.echo(4096).await;
             if !ctx.args.json {
