@@ -1,20 +1,25 @@
-//! Broker counters: plain atomics on the hot path, exported to the metrics
-//! registry only when metrics are read.
+//! Broker counters: plain atomics on the hot path, rendered in the Prometheus
+//! text format only when metrics are read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! stats {
-    ($( $(#[$doc:meta])* $field:ident => $name:literal, $kind:ident; )*) => {
+    ($( #[doc = $doc:literal] $field:ident => $name:literal, $kind:ident; )*) => {
         /// Broker-wide counters and gauges.
         #[derive(Debug, Default)]
         pub struct Stats {
-            $( $(#[$doc])* pub(crate) $field: AtomicU64, )*
+            $( #[doc = $doc] pub(crate) $field: AtomicU64, )*
         }
 
         impl Stats {
-            /// Writes every counter and gauge into the `metrics` registry.
-            pub fn export(&self) {
-                $( stats!(@export $kind, $name, self.$field.load(Ordering::Relaxed)); )*
+            /// Appends every counter and gauge in the Prometheus text format.
+            pub fn render_prometheus(&self, out: &mut String) {
+                use std::fmt::Write as _;
+                $(
+                    let _ = writeln!(out, "# HELP {} {}", $name, $doc.trim());
+                    let _ = writeln!(out, "# TYPE {} {}", $name, stringify!($kind));
+                    let _ = writeln!(out, "{} {}", $name, self.$field.load(Ordering::Relaxed));
+                )*
             }
 
             /// `(metric name, value)` of every counter and gauge, for tests and tools.
@@ -23,8 +28,6 @@ macro_rules! stats {
             }
         }
     };
-    (@export counter, $name:literal, $v:expr) => { metrics::counter!($name).absolute($v) };
-    (@export gauge, $name:literal, $v:expr) => { metrics::gauge!($name).set($v as f64) };
 }
 
 stats! {

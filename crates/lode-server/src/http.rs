@@ -48,6 +48,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     metrics::gauge!(crate::metrics::CLIENTS_CONNECTED).set(state.broker.connected_clients() as f64);
     state.prometheus.run_upkeep();
     let mut body = state.prometheus.render();
+    state.broker.stats().render_prometheus(&mut body);
     crate::metrics::render_process(&mut body);
     (
         [(

@@ -37,7 +37,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&args.log)
+    // Storage engine internals log every flush and compaction at info; keep them quiet
+    // unless asked for by name.
+    let directives = format!("fjall=warn,lsm_tree=warn,{}", args.log);
+    let filter = EnvFilter::try_new(&directives)
         .map_err(|e| anyhow::anyhow!("invalid --log filter {:?}: {e}", args.log))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
