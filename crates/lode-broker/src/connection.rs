@@ -37,6 +37,10 @@ use crate::stats;
 const WRITE_BATCH: usize = 64 * 1024;
 /// Buffers larger than this are released when the connection goes idle.
 const IDLE_BUFFER: usize = 8 * 1024;
+/// How long a connection we close keeps reading (and discarding) what the client
+/// still sends. Closing a socket with unread input makes the kernel answer with a
+/// reset, which can destroy our DISCONNECT before the client has read it.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// An answer to the client, sent once its durable effects (if any) are committed.
 struct Pending {
@@ -44,7 +48,8 @@ struct Pending {
     commit: Option<Commit>,
     /// Retained messages to queue once a SUBACK has been written.
     then_queue: Vec<Queued>,
-    /// Whether this answers a QoS 1/2 PUBLISH (counts against Receive Maximum).
+    /// Whether this answers a QoS 1/2 PUBLISH that is not already counted in the
+    /// session's `incoming_qos2` (counts against Receive Maximum until sent).
     publish: bool,
 }
 
@@ -154,7 +159,9 @@ struct Conn<S> {
     keep_alive: Option<Duration>,
     last_packet: Instant,
     pending: VecDeque<Pending>,
-    /// Answers to QoS 1/2 publishes not yet sent, for Receive Maximum.
+    /// Answers to QoS 1/2 publishes not yet sent, for Receive Maximum. A QoS 2
+    /// message whose packet id is in `incoming_qos2` is counted there instead, so
+    /// that no message counts twice.
     n_pending_publish: usize,
     blocked_on: Option<Arc<Session>>,
     will: Option<Will>,
@@ -609,20 +616,22 @@ where
             return Err(Close::Server(ReasonCode::RetainNotSupported));
         }
         let packet_id = p.packet_id.unwrap_or(0);
-        if p.qos != QoS::AtMostOnce && self.version.is_v5() {
+        let resend = p.qos == QoS::ExactlyOnce
+            && self.session.state.lock().incoming_qos2.contains(&packet_id);
+        if p.qos != QoS::AtMostOnce && self.version.is_v5() && !resend {
             let unacked = self.n_pending_publish + self.session.state.lock().incoming_qos2.len();
             if unacked >= cfg.receive_maximum as usize {
                 return Err(Close::Server(ReasonCode::ReceiveMaximumExceeded));
             }
         }
-        if p.qos == QoS::ExactlyOnce && self.session.state.lock().incoming_qos2.contains(&packet_id)
-        {
+        if resend {
             // A resend of a message we already took: acknowledge again, route nothing.
+            // It already counts against Receive Maximum through `incoming_qos2`.
             self.answer(
                 Packet::PubRec(PubResp::new(packet_id, ReasonCode::Success)),
                 None,
                 Vec::new(),
-                true,
+                false,
             );
             return Ok(());
         }
@@ -644,14 +653,15 @@ where
                     true,
                 ),
                 QoS::ExactlyOnce => {
-                    if code == ReasonCode::Success {
+                    let taken = code == ReasonCode::Success;
+                    if taken {
                         self.session.state.lock().incoming_qos2.insert(packet_id);
                     }
                     self.answer(
                         Packet::PubRec(PubResp::new(packet_id, code)),
                         None,
                         Vec::new(),
-                        true,
+                        !taken,
                     );
                 }
             }
@@ -693,11 +703,12 @@ where
             QoS::ExactlyOnce => {
                 self.session.state.lock().incoming_qos2.insert(packet_id);
                 let commit = (!ops.is_empty()).then(|| inner.submit(ops));
+                // Counted through `incoming_qos2` until PUBREL.
                 self.answer(
                     Packet::PubRec(PubResp::new(packet_id, code)),
                     commit,
                     Vec::new(),
-                    true,
+                    false,
                 );
             }
         }
@@ -1076,6 +1087,10 @@ where
             Close::Server(code) => (Some(code), true),
             Close::Transport => (None, true),
         };
+        if reason.is_some() {
+            // Answers whose effects are durable still go out, ahead of the DISCONNECT.
+            self.send_ready_answers();
+        }
         if let Some(code) = reason
             && self.version.is_v5()
         {
@@ -1105,6 +1120,28 @@ where
         self.inner.detach(&self.session, self.generation);
         if let Some(will) = will {
             self.publish_will(will, expiry);
+        }
+        if reason.is_some() && !self.inner.shutdown.is_cancelled() {
+            self.linger().await;
+        }
+    }
+
+    /// Drains the client's input until it closes its side or [`CLOSE_LINGER`] passes,
+    /// so the packets we wrote last are not lost to a reset.
+    /// Shutdown cuts it short.
+    async fn linger(&mut self) {
+        let rd = &mut self.rd;
+        let drain = tokio::time::timeout(CLOSE_LINGER, async {
+            let mut sink = [0u8; 4096];
+            while let Ok(n) = rd.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        tokio::select! {
+            _ = drain => {}
+            _ = self.inner.shutdown.cancelled() => {}
         }
     }
 

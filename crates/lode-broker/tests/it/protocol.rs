@@ -8,6 +8,7 @@ use lode_mqtt::{
     Disconnect, Packet, ProtocolVersion, PubResp, QoS, ReasonCode, RetainHandling, Subscribe,
     SubscriptionOptions,
 };
+use tokio::io::AsyncWriteExt;
 
 use crate::harness::{Client, TestBroker, V3, V5, connect_packet, publish, will};
 
@@ -582,6 +583,82 @@ async fn v5_receive_maximum_exceeded() {
             Some(i),
         )))
         .await;
+    }
+    let mut saw = None;
+    while let Some(p) = c.try_recv().await {
+        if let Packet::Disconnect(d) = p {
+            saw = Some(d.code);
+        }
+    }
+    assert_eq!(saw, Some(ReasonCode::ReceiveMaximumExceeded));
+    b.stop().await;
+}
+
+/// Each unreleased QoS 2 message counts once against Receive Maximum, even when
+/// many arrive in one read; the client gets every PUBREC before the DISCONNECT.
+#[tokio::test]
+async fn v5_receive_maximum_counts_each_message_once() {
+    let config = BrokerConfig {
+        receive_maximum: 20,
+        ..BrokerConfig::default()
+    };
+    let b = TestBroker::with_config(config).await;
+    let mut c = Client::connect(b.addr, V5, "burst").await;
+    let mut out = bytes::BytesMut::new();
+    for i in 1..=21u16 {
+        let p = publish("burst/t", b"x", QoS::ExactlyOnce, Some(i));
+        lode_mqtt::encode(&Packet::Publish(p), V5, &mut out);
+    }
+    c.send_bytes(&out).await;
+    let mut pubrecs = 0;
+    let mut saw = None;
+    while let Some(p) = c.try_recv().await {
+        match p {
+            Packet::PubRec(r) => {
+                assert_eq!(saw, None, "PUBREC {} after DISCONNECT", r.packet_id);
+                pubrecs += 1;
+            }
+            Packet::Disconnect(d) => saw = Some(d.code),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pubrecs, 20);
+    assert_eq!(saw, Some(ReasonCode::ReceiveMaximumExceeded));
+    b.stop().await;
+}
+
+/// A client still answering packets when we close it may keep writing for a moment:
+/// the broker reads and discards that input instead of resetting the connection,
+/// so the client's writes succeed and it can still read our DISCONNECT.
+#[tokio::test]
+async fn close_lingers_for_client_still_writing() {
+    let config = BrokerConfig {
+        receive_maximum: 1,
+        ..BrokerConfig::default()
+    };
+    let b = TestBroker::with_config(config).await;
+    let mut c = Client::connect(b.addr, V5, "chatty").await;
+    let mut out = bytes::BytesMut::new();
+    for i in 1..=2u16 {
+        let p = publish("chatty/t", b"x", QoS::ExactlyOnce, Some(i));
+        lode_mqtt::encode(&Packet::Publish(p), V5, &mut out);
+    }
+    c.send_bytes(&out).await;
+    // The broker has closed by now; the client has not read anything yet and
+    // still releases message 1, twice (a reset would fail the second write).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut rel = bytes::BytesMut::new();
+    lode_mqtt::encode(
+        &Packet::PubRel(PubResp::new(1, ReasonCode::Success)),
+        V5,
+        &mut rel,
+    );
+    for _ in 0..2 {
+        c.stream
+            .write_all(&rel)
+            .await
+            .expect("write after the broker closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut saw = None;
     while let Some(p) = c.try_recv().await {
