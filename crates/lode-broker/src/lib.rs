@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-pub use auth::{AllowAnonymous, AuthHook, ConnectRequest, DenyAll, Principal};
+pub use auth::{
+    AllowAnonymous, AuthHook, ConnectRequest, DenyAll, DenySubscribe, InvalidTopicFilter, Principal,
+};
 pub use config::BrokerConfig;
 pub use stats::Stats;
 

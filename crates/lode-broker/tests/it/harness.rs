@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use lode_broker::{AllowAnonymous, Broker, BrokerConfig, ConnInfo};
+use lode_broker::{AllowAnonymous, AuthHook, Broker, BrokerConfig, ConnInfo};
 use lode_mqtt::{
     ConnAck, Connect, ConnectProperties, Packet, ProtocolVersion, PubResp, Publish,
     PublishProperties, QoS, ReasonCode, Subscribe, SubscriptionOptions, Will,
@@ -56,7 +56,15 @@ impl TestBroker {
         config: BrokerConfig,
         store: Arc<dyn lode_store::BrokerStore>,
     ) -> TestBroker {
-        let broker = Broker::open(config, store, Arc::new(AllowAnonymous))
+        Self::with_auth(config, store, Arc::new(AllowAnonymous)).await
+    }
+
+    pub(crate) async fn with_auth(
+        config: BrokerConfig,
+        store: Arc<dyn lode_store::BrokerStore>,
+        auth: Arc<dyn AuthHook>,
+    ) -> TestBroker {
+        let broker = Broker::open(config, store, auth)
             .await
             .expect("broker should open");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

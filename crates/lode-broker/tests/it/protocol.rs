@@ -45,6 +45,7 @@ both_versions!(
     unsubscribe_stops_delivery,
     slow_subscriber_pauses_publisher_without_loss,
     qos2_duplicate_is_not_delivered_twice,
+    denied_subscription_is_refused_in_suback,
 );
 
 async fn pubsub_all_qos(v: ProtocolVersion) {
@@ -667,6 +668,35 @@ async fn close_lingers_for_client_still_writing() {
         }
     }
     assert_eq!(saw, Some(ReasonCode::ReceiveMaximumExceeded));
+    b.stop().await;
+}
+
+async fn denied_subscription_is_refused_in_suback(v: ProtocolVersion) {
+    let auth = lode_broker::DenySubscribe::new(
+        std::sync::Arc::new(lode_broker::AllowAnonymous),
+        ["test/nosubscribe"],
+    )
+    .expect("valid filter");
+    let b = TestBroker::with_auth(
+        BrokerConfig::default(),
+        std::sync::Arc::new(lode_store::MemoryStore::new()),
+        std::sync::Arc::new(auth),
+    )
+    .await;
+    let mut c = Client::connect(b.addr, v, "refused").await;
+    let refused = if v.is_v5() {
+        ReasonCode::NotAuthorized
+    } else {
+        ReasonCode::UnspecifiedError
+    };
+    assert_eq!(
+        c.subscribe(1, "test/nosubscribe", QoS::ExactlyOnce).await,
+        vec![refused]
+    );
+    assert_eq!(
+        c.subscribe(2, "test/allowed", QoS::AtLeastOnce).await,
+        vec![ReasonCode::GrantedQoS1]
+    );
     b.stop().await;
 }
 
