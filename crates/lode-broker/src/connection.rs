@@ -71,7 +71,9 @@ where
     let mut rbuf = BytesMut::new();
     let max = inner.config.max_packet_size;
     let first = tokio::select! {
-        res = tokio::time::timeout(inner.config.connect_timeout, read_connect(&mut rd, &mut rbuf, max)) => res,
+        // Short-lived phases are boxed so that the long-lived connection task stays
+        // small: an idle connection costs only what `run` needs.
+        res = Box::pin(tokio::time::timeout(inner.config.connect_timeout, read_connect(&mut rd, &mut rbuf, max))) => res,
         _ = inner.shutdown.cancelled() => return,
     };
     let connect = match first {
@@ -97,7 +99,16 @@ where
         }
         Ok(Ok(connect)) => connect,
     };
-    let Some(mut conn) = Conn::establish(inner.clone(), *connect, &info, rd, wr, rbuf).await else {
+    let Some(mut conn) = Box::pin(Conn::establish(
+        inner.clone(),
+        *connect,
+        &info,
+        rd,
+        wr,
+        rbuf,
+    ))
+    .await
+    else {
         stats::inc(&inner.stats.connects_refused);
         return;
     };
@@ -105,7 +116,7 @@ where
     stats::inc(&inner.stats.connections);
     let close = conn.run().await;
     stats::dec(&inner.stats.connections);
-    conn.finish(close).await;
+    Box::pin(conn.finish(close)).await;
 }
 
 /// Reads until a whole CONNECT is buffered. `Err(None)` = the transport closed.

@@ -70,10 +70,9 @@ impl Broker {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let inner = self.inner.clone();
-        self.inner
-            .tracker
-            .track_future(connection::serve(inner, stream, info))
-            .await;
+        // Boxed: listeners keep one small pointer per connection, whatever the transport.
+        let conn = Box::pin(connection::serve(inner, stream, info));
+        self.inner.tracker.track_future(conn).await;
     }
 
     /// Graceful shutdown: tells 5.0 clients (reason 0x8B), closes every connection,

@@ -145,30 +145,41 @@ async fn handle(
         listener: name,
         client_cert,
     };
+    // The TLS and WebSocket arms are boxed: their handshake state is large, and an
+    // unboxed match would make every connection's task as big as the largest arm.
     match transport {
         Transport::Tcp => ctx.broker.serve_connection(stream, info(None)).await,
         Transport::Tls(acceptor) => {
-            let Some(tls) = handshake(ctx, name, peer, acceptor.accept(stream)).await else {
-                return;
-            };
-            let cert = crate::tls::client_cert(&tls);
-            ctx.broker.serve_connection(tls, info(cert)).await;
+            Box::pin(async move {
+                let Some(tls) = handshake(ctx, name, peer, acceptor.accept(stream)).await else {
+                    return;
+                };
+                let cert = crate::tls::client_cert(&tls);
+                ctx.broker.serve_connection(tls, info(cert)).await;
+            })
+            .await
         }
         Transport::Ws => {
-            let Some(ws) = ws_handshake(ctx, name, peer, stream).await else {
-                return;
-            };
-            ctx.broker.serve_connection(ws, info(None)).await;
+            Box::pin(async move {
+                let Some(ws) = ws_handshake(ctx, name, peer, stream).await else {
+                    return;
+                };
+                ctx.broker.serve_connection(ws, info(None)).await;
+            })
+            .await
         }
         Transport::Wss(acceptor) => {
-            let Some(tls) = handshake(ctx, name, peer, acceptor.accept(stream)).await else {
-                return;
-            };
-            let cert = crate::tls::client_cert(&tls);
-            let Some(ws) = ws_handshake(ctx, name, peer, tls).await else {
-                return;
-            };
-            ctx.broker.serve_connection(ws, info(cert)).await;
+            Box::pin(async move {
+                let Some(tls) = handshake(ctx, name, peer, acceptor.accept(stream)).await else {
+                    return;
+                };
+                let cert = crate::tls::client_cert(&tls);
+                let Some(ws) = ws_handshake(ctx, name, peer, tls).await else {
+                    return;
+                };
+                ctx.broker.serve_connection(ws, info(cert)).await;
+            })
+            .await
         }
     }
 }
