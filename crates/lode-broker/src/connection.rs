@@ -53,6 +53,15 @@ struct Pending {
     publish: bool,
 }
 
+/// Topic aliases of one connection (5.0).
+#[derive(Default)]
+struct Aliases {
+    /// Client to server.
+    inbound: HashMap<u16, Bytes>,
+    /// Server to client.
+    outbound: HashMap<Bytes, u16>,
+}
+
 /// Why the main loop ended.
 enum Close {
     /// The client sent DISCONNECT; `with_will` for reason 0x04.
@@ -175,15 +184,15 @@ struct Conn<S> {
     /// that no message counts twice.
     n_pending_publish: usize,
     blocked_on: Option<Arc<Session>>,
-    will: Option<Will>,
+    will: Option<Box<Will>>,
     /// Session expiry asked for at CONNECT (a DISCONNECT may not raise it from 0).
     connect_expiry: u32,
     /// Most QoS 1/2 messages we send unacknowledged.
     send_quota: usize,
     client_max_packet: u32,
     next_packet_id: u16,
-    aliases_in: HashMap<u16, Bytes>,
-    aliases_out: HashMap<Bytes, u16>,
+    /// Topic aliases, allocated on first use (most clients never use them).
+    aliases: Option<Box<Aliases>>,
     alias_out_max: u16,
 }
 
@@ -315,6 +324,13 @@ where
             return None;
         }
 
+        if inner.shutdown.is_cancelled() {
+            // Shutdown began while this client was attaching: it missed the kick.
+            inner.detach(&attached.session, attached.generation);
+            refuse(&mut wr, version, ReasonCode::ServerShuttingDown).await;
+            return None;
+        }
+
         if v5 {
             props.receive_maximum = Some(cfg.receive_maximum);
             props.maximum_packet_size = Some(cfg.max_packet_size);
@@ -370,11 +386,10 @@ where
             pending: VecDeque::new(),
             n_pending_publish: 0,
             blocked_on: None,
-            will: connect.will.take(),
+            will: connect.will.take().map(Box::new),
             connect_expiry: expiry,
             next_packet_id: 0,
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            aliases: None,
         };
         conn.resend_inflight();
         Some(conn)
@@ -413,7 +428,6 @@ where
             let blocked = self.blocked_on.clone();
             tokio::select! {
                 biased;
-                _ = inner.shutdown.cancelled() => return Close::Server(ReasonCode::ServerShuttingDown),
                 _ = session.wake.notified() => {}
                 res = self.wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match res {
                     Ok(0) | Err(_) => return Close::Transport,
@@ -606,12 +620,15 @@ where
                 return Err(Close::Server(ReasonCode::TopicAliasInvalid));
             }
             if p.topic.is_empty() {
-                match self.aliases_in.get(&alias) {
+                match self.aliases.as_ref().and_then(|a| a.inbound.get(&alias)) {
                     Some(topic) => p.topic = topic.clone(),
                     None => return Err(Close::Server(ReasonCode::ProtocolError)),
                 }
             } else {
-                self.aliases_in.insert(alias, p.topic.clone());
+                self.aliases
+                    .get_or_insert_with(Box::default)
+                    .inbound
+                    .insert(alias, p.topic.clone());
             }
         }
         let topic = match std::str::from_utf8(&p.topic) {
@@ -1054,14 +1071,15 @@ where
             props.message_expiry_interval = msg.remaining_expiry(now);
             props.subscription_identifiers.clone_from(&item.identifiers);
             if self.alias_out_max > 0 {
-                match self.aliases_out.get(&topic) {
+                let aliases = self.aliases.get_or_insert_with(Box::default);
+                match aliases.outbound.get(&topic) {
                     Some(alias) => {
                         props.topic_alias = Some(*alias);
                         topic = Bytes::new();
                     }
-                    None if self.aliases_out.len() < self.alias_out_max as usize => {
-                        let alias = self.aliases_out.len() as u16 + 1;
-                        self.aliases_out.insert(topic.clone(), alias);
+                    None if aliases.outbound.len() < self.alias_out_max as usize => {
+                        let alias = aliases.outbound.len() as u16 + 1;
+                        aliases.outbound.insert(topic.clone(), alias);
                         props.topic_alias = Some(alias);
                     }
                     None => {}
@@ -1130,7 +1148,7 @@ where
         let expiry = self.session.state.lock().expiry_interval;
         self.inner.detach(&self.session, self.generation);
         if let Some(will) = will {
-            self.publish_will(will, expiry);
+            self.publish_will(*will, expiry);
         }
         if reason.is_some() && !self.inner.shutdown.is_cancelled() {
             self.linger().await;

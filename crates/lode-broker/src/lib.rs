@@ -79,6 +79,8 @@ impl Broker {
     /// and waits until every state change is durable.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
+        self.inner
+            .kick_all(lode_mqtt::ReasonCode::ServerShuttingDown);
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         if let Err(error) = self.inner.flush().await {

@@ -349,6 +349,24 @@ impl Inner {
         session.space.notify_waiters();
     }
 
+    /// Tells every attached connection to close with `reason` (server shutdown).
+    /// Connections wake through their session, so they need no shutdown future of their own.
+    pub(crate) fn kick_all(&self, reason: ReasonCode) {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            let attached = {
+                let mut st = session.state.lock();
+                if st.generation != 0 {
+                    st.kick = Some(reason);
+                }
+                st.generation != 0
+            };
+            if attached {
+                session.wake.notify_one();
+            }
+        }
+    }
+
     /// Removes a session for good: from the table, the trie and the store.
     pub(crate) fn end_session(&self, session: &Arc<Session>) {
         let (subs, persisted) = {
