@@ -72,7 +72,8 @@ enum Close {
     Transport,
 }
 
-pub(crate) async fn serve<S>(inner: Arc<Inner>, stream: S, info: ConnInfo)
+/// Reads and answers the CONNECT. `None` when the connection ends there.
+async fn accept<S>(inner: Arc<Inner>, stream: S, info: ConnInfo) -> Option<Conn<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -80,17 +81,15 @@ where
     let mut rbuf = BytesMut::new();
     let max = inner.config.max_packet_size;
     let first = tokio::select! {
-        // Short-lived phases are boxed so that the long-lived connection task stays
-        // small: an idle connection costs only what `run` needs.
-        res = Box::pin(tokio::time::timeout(inner.config.connect_timeout, read_connect(&mut rd, &mut rbuf, max))) => res,
-        _ = inner.shutdown.cancelled() => return,
+        res = tokio::time::timeout(inner.config.connect_timeout, read_connect(&mut rd, &mut rbuf, max)) => res,
+        _ = inner.shutdown.cancelled() => return None,
     };
     let connect = match first {
         Err(_) => {
             stats::inc(&inner.stats.connect_timeouts);
-            return;
+            return None;
         }
-        Ok(Err(None)) => return,
+        Ok(Err(None)) => return None,
         Ok(Err(Some(error))) => {
             stats::inc(&inner.stats.connects_refused);
             stats::inc(&inner.stats.malformed);
@@ -104,28 +103,33 @@ where
                 )
                 .await;
             }
-            return;
+            return None;
         }
         Ok(Ok(connect)) => connect,
     };
-    let Some(mut conn) = Box::pin(Conn::establish(
-        inner.clone(),
-        *connect,
-        &info,
-        rd,
-        wr,
-        rbuf,
-    ))
-    .await
-    else {
+    let conn = Conn::establish(inner.clone(), *connect, &info, rd, wr, rbuf).await;
+    if conn.is_none() {
         stats::inc(&inner.stats.connects_refused);
+    }
+    conn
+}
+
+pub(crate) async fn serve<S>(inner: Arc<Inner>, stream: S, info: ConnInfo)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The connect phase is boxed and freed before the connection goes idle, so
+    // that a connection's long-lived task holds only what `run` needs.
+    let Some(mut conn) = Box::pin(accept(inner.clone(), stream, info)).await else {
         return;
     };
     stats::inc(&inner.stats.connects);
     stats::inc(&inner.stats.connections);
     let close = conn.run().await;
     stats::dec(&inner.stats.connections);
-    Box::pin(conn.finish(close)).await;
+    let finish: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(conn.finish(close));
+    finish.await;
 }
 
 /// Reads until a whole CONNECT is buffered. `Err(None)` = the transport closed.
