@@ -32,6 +32,12 @@ pub trait AuthHook: Send + Sync + 'static {
     fn authorize_publish(&self, principal: &Principal, topic: &str) -> bool;
     /// Whether `principal` may subscribe to `filter` (shared-subscription prefix removed).
     fn authorize_subscribe(&self, principal: &Principal, filter: &str) -> bool;
+    /// The SUBACK reason code refusing `filter` to `principal`, or `None` to allow it.
+    /// By default 0x87 Not authorized when [`AuthHook::authorize_subscribe`] says no
+    /// (3.1.1 clients see every refusal as 0x80).
+    fn check_subscribe(&self, principal: &Principal, filter: &str) -> Option<ReasonCode> {
+        (!self.authorize_subscribe(principal, filter)).then_some(ReasonCode::NotAuthorized)
+    }
 }
 
 /// Development mode: every client is accepted and may do anything.
@@ -88,9 +94,13 @@ pub struct InvalidTopicFilter(pub String);
 /// asks for, not the messages it would receive: a client that subscribes to `#` is
 /// not refused by a `private/#` entry. The `$share/{group}/` prefix is removed before
 /// the check.
+///
+/// 5.0 clients get 0x87 Not authorized unless [`DenySubscribe::with_reason`] picks
+/// another failure code, such as 0x80 Unspecified error to not reveal why.
 pub struct DenySubscribe {
     inner: Arc<dyn AuthHook>,
     filters: Vec<String>,
+    reason: ReasonCode,
 }
 
 impl DenySubscribe {
@@ -111,7 +121,22 @@ impl DenySubscribe {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(DenySubscribe { inner, filters })
+        Ok(DenySubscribe {
+            inner,
+            filters,
+            reason: ReasonCode::NotAuthorized,
+        })
+    }
+
+    /// Refuses with `reason` instead of 0x87. A code that is not a failure (below
+    /// 0x80) is replaced by 0x80 Unspecified error, so a denied filter is never granted.
+    pub fn with_reason(mut self, reason: ReasonCode) -> Self {
+        self.reason = if reason.is_error() {
+            reason
+        } else {
+            ReasonCode::UnspecifiedError
+        };
+        self
     }
 
     /// Whether a denied filter matches `filter`.
@@ -124,6 +149,7 @@ impl std::fmt::Debug for DenySubscribe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DenySubscribe")
             .field("filters", &self.filters)
+            .field("reason", &self.reason)
             .finish_non_exhaustive()
     }
 }
@@ -139,6 +165,14 @@ impl AuthHook for DenySubscribe {
 
     fn authorize_subscribe(&self, principal: &Principal, filter: &str) -> bool {
         !self.denies(filter) && self.inner.authorize_subscribe(principal, filter)
+    }
+
+    fn check_subscribe(&self, principal: &Principal, filter: &str) -> Option<ReasonCode> {
+        if self.denies(filter) {
+            Some(self.reason)
+        } else {
+            self.inner.check_subscribe(principal, filter)
+        }
     }
 }
 
@@ -182,6 +216,24 @@ mod tests {
     fn invalid_filter_is_an_error() {
         let err = DenySubscribe::new(Arc::new(AllowAnonymous), ["a/#/b"]).unwrap_err();
         assert_eq!(err, InvalidTopicFilter("a/#/b".into()));
+    }
+
+    #[test]
+    fn reason_code_is_configurable_and_always_a_failure() {
+        let p = Principal::default();
+        let h = hook(&["x"]);
+        assert_eq!(h.check_subscribe(&p, "x"), Some(ReasonCode::NotAuthorized));
+        assert_eq!(h.check_subscribe(&p, "y"), None);
+        let h = hook(&["x"]).with_reason(ReasonCode::UnspecifiedError);
+        assert_eq!(
+            h.check_subscribe(&p, "x"),
+            Some(ReasonCode::UnspecifiedError)
+        );
+        let h = hook(&["x"]).with_reason(ReasonCode::Success);
+        assert_eq!(
+            h.check_subscribe(&p, "x"),
+            Some(ReasonCode::UnspecifiedError)
+        );
     }
 
     #[test]

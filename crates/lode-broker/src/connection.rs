@@ -869,9 +869,9 @@ where
         if !cfg.wildcard_subscriptions && (filter.contains('+') || filter.contains('#')) {
             return Err(Close::Server(ReasonCode::WildcardSubscriptionsNotSupported));
         }
-        if !self.inner.auth.authorize_subscribe(&self.principal, filter) {
-            tracing::debug!(client_id = %self.session.client_id, filter, "subscribe not authorized");
-            return Err(Close::Server(ReasonCode::NotAuthorized));
+        if let Some(code) = self.inner.auth.check_subscribe(&self.principal, filter) {
+            tracing::debug!(client_id = %self.session.client_id, filter, ?code, "subscribe refused");
+            return Err(Close::Server(code));
         }
         let qos = options.qos.min(cfg.maximum_qos);
         let sub = StoredSub {
