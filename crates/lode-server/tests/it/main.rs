@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod http;
+mod interop;
 mod mqtt;
 mod support;
 mod tls;
