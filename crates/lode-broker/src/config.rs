@@ -36,6 +36,9 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Highest topic alias accepted from 5.0 clients (0 = none).
     pub topic_alias_maximum: u16,
+    /// How long a publisher waits for a subscriber whose backlog is full before that
+    /// subscriber is disconnected (it stopped reading; its session keeps its queue).
+    pub slow_subscriber_timeout: Duration,
     /// Most bytes waiting to be written to one client before it is considered stalled.
     pub max_write_backlog: usize,
     /// Whether retained messages are stored.
@@ -68,6 +71,7 @@ impl Default for BrokerConfig {
             server_keep_alive: None,
             connect_timeout: Duration::from_secs(10),
             topic_alias_maximum: 64,
+            slow_subscriber_timeout: Duration::from_secs(30),
             max_write_backlog: 4 * 1024 * 1024,
             retain_available: true,
             shared_subscriptions: true,

@@ -188,6 +188,8 @@ struct Conn<S> {
     /// that no message counts twice.
     n_pending_publish: usize,
     blocked_on: Option<Arc<Session>>,
+    /// When the publisher was paused for `blocked_on`.
+    blocked_since: Instant,
     will: Option<Box<Will>>,
     /// Session expiry asked for at CONNECT (a DISCONNECT may not raise it from 0).
     connect_expiry: u32,
@@ -390,6 +392,7 @@ where
             pending: VecDeque::new(),
             n_pending_publish: 0,
             blocked_on: None,
+            blocked_since: Instant::now(),
             will: connect.will.take().map(Box::new),
             connect_expiry: expiry,
             next_packet_id: 0,
@@ -458,6 +461,14 @@ where
                         return close;
                     }
                 }
+                _ = tokio::time::sleep_until(self.blocked_since + inner.config.slow_subscriber_timeout), if blocked.is_some() => {
+                    if let Some(target) = self.blocked_on.take() {
+                        self.disconnect_slow(&target);
+                    }
+                    if let Some(close) = self.process_input() {
+                        return close;
+                    }
+                }
                 res = self.rd.read_buf(&mut self.rbuf), if can_read => match res {
                     Ok(0) | Err(_) => return Close::Transport,
                     Ok(n) => {
@@ -494,6 +505,23 @@ where
             return Some(Close::Server(ReasonCode::SessionTakenOver));
         }
         st.kick.map(Close::Server)
+    }
+
+    /// Ends the connection of a subscriber that stopped reading while this publisher
+    /// waited for it. Its session (if persistent) keeps its queue within the offline bound.
+    fn disconnect_slow(&self, target: &Arc<Session>) {
+        let attached = {
+            let mut st = target.state.lock();
+            if st.generation != 0 {
+                st.kick = Some(ReasonCode::QuotaExceeded);
+            }
+            st.generation != 0
+        };
+        if attached {
+            stats::inc(&self.inner.stats.slow_subscribers);
+            tracing::warn!(client_id = %target.client_id, "disconnecting a subscriber that stopped reading");
+            target.wake.notify_one();
+        }
     }
 
     fn check_unblocked(&mut self) {
@@ -714,6 +742,9 @@ where
         }
         let (matched, blocked) = inner.route(&msg, &topic, &mut ops);
         if blocked.is_some() {
+            if self.blocked_on.is_none() {
+                self.blocked_since = Instant::now();
+            }
             self.blocked_on = blocked;
         }
         let code = if matched == 0 && self.version.is_v5() {
@@ -1005,7 +1036,7 @@ where
             let Some(item) = st.queue.pop_front() else {
                 break;
             };
-            if item.msg.expired(now) {
+            if item.stale(now) {
                 stats::inc(&self.inner.stats.dropped_expired);
                 dequeue.extend(item.seq);
                 continue;

@@ -53,6 +53,15 @@ pub(crate) struct Queued {
     pub(crate) identifiers: Vec<u32>,
     /// Sequence number of the durable copy, when there is one.
     pub(crate) seq: Option<u64>,
+    /// When a message queued for an offline session is dropped (ms since the epoch).
+    pub(crate) deadline: Option<u64>,
+}
+
+impl Queued {
+    /// Whether the message expired, by its own expiry or by its queue deadline.
+    pub(crate) fn stale(&self, now: u64) -> bool {
+        self.msg.expired(now) || self.deadline.is_some_and(|d| d <= now)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -76,6 +85,7 @@ struct StoredMessage {
     retain: bool,
     expires_at: Option<u64>,
     identifiers: Vec<u32>,
+    deadline: Option<u64>,
     properties: Option<StoredProperties>,
 }
 
@@ -102,6 +112,7 @@ pub(crate) fn encode_queued(q: &Queued) -> Bytes {
         retain: q.retain,
         expires_at: m.expires_at,
         identifiers: q.identifiers.clone(),
+        deadline: q.deadline,
         properties,
     };
     Bytes::from(postcard::to_stdvec(&stored).unwrap_or_default())
@@ -136,6 +147,7 @@ pub(crate) fn decode_queued(data: &[u8], seq: Option<u64>) -> Result<Queued, pos
         retain: s.retain,
         identifiers: s.identifiers,
         seq,
+        deadline: s.deadline,
     })
 }
 
@@ -194,6 +206,7 @@ mod tests {
             retain: true,
             identifiers: vec![3, 9],
             seq: None,
+            deadline: Some(77),
         };
         let back = decode_queued(&encode_queued(&q), Some(5)).unwrap();
         assert_eq!(back.msg.topic, q.msg.topic);
@@ -204,6 +217,7 @@ mod tests {
         assert_eq!(back.qos, QoS::AtLeastOnce);
         assert_eq!(back.identifiers, vec![3, 9]);
         assert_eq!(back.seq, Some(5));
+        assert_eq!(back.deadline, Some(77));
     }
 
     #[test]

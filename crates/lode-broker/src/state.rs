@@ -443,6 +443,7 @@ impl Inner {
     ) -> (usize, Option<Arc<Session>>) {
         let targets = self.trie.read().matches(topic);
         let limit = self.config.max_queued_messages;
+        let queued_expiry_ms = self.config.queued_message_expiry.as_millis() as u64;
         let mut matched = 0;
         let mut blocked = None;
         for target in targets {
@@ -471,6 +472,7 @@ impl Inner {
                 retain,
                 identifiers: target.identifiers,
                 seq: None,
+                deadline: (!online).then(|| now_ms() + queued_expiry_ms),
             };
             if qos != QoS::AtMostOnce && st.persistent() {
                 let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -516,6 +518,7 @@ impl Inner {
                 retain: true,
                 identifiers: Vec::new(),
                 seq: None,
+                deadline: None,
             };
             Op::PutRetained {
                 topic: topic.to_owned(),
@@ -542,6 +545,7 @@ impl Inner {
                 retain: true,
                 identifiers: identifier.into_iter().collect(),
                 seq: None,
+                deadline: None,
             })
             .collect()
     }

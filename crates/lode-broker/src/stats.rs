@@ -75,6 +75,8 @@ stats! {
     wills => "lode_mqtt_wills_published_total", counter;
     /// Times a publisher was paused because a subscriber's backlog was full.
     backpressure => "lode_mqtt_publisher_paused_total", counter;
+    /// Subscribers disconnected because they stopped reading while publishers waited.
+    slow_subscribers => "lode_mqtt_slow_subscribers_disconnected_total", counter;
     /// Storage writes that failed.
     store_errors => "lode_mqtt_store_errors_total", counter;
 }

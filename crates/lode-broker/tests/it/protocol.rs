@@ -732,3 +732,69 @@ async fn garbage_before_connect_is_dropped() {
     }
     b.stop().await;
 }
+
+#[tokio::test]
+async fn subscriber_that_stops_reading_is_disconnected_after_the_timeout() {
+    let config = BrokerConfig {
+        max_queued_messages: 20,
+        slow_subscriber_timeout: Duration::from_millis(500),
+        ..BrokerConfig::default()
+    };
+    let b = TestBroker::with_config(config).await;
+    let mut stalled = Client::connect(b.addr, V5, "stalled").await;
+    stalled.subscribe(1, "big", QoS::AtLeastOnce).await;
+    let mut publ = Client::connect(b.addr, V5, "pub").await;
+    // Large payloads fill the socket buffers quickly, so the backlog builds up.
+    let n = 300u16;
+    for i in 1..=n {
+        publ.send(Packet::Publish(publish(
+            "big",
+            &[7u8; 16 * 1024],
+            QoS::AtLeastOnce,
+            Some(i),
+        )))
+        .await;
+    }
+    let mut acked = 0;
+    while acked < n {
+        match publ.recv().await {
+            Packet::PubAck(_) => acked += 1,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    b.wait_connected(1).await;
+    let dropped = b
+        .broker
+        .stats()
+        .snapshot()
+        .into_iter()
+        .find(|(name, _)| *name == "lode_mqtt_slow_subscribers_disconnected_total")
+        .map(|(_, v)| v);
+    assert_eq!(dropped, Some(1));
+    drop(stalled);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn queued_messages_expire_in_offline_sessions() {
+    let config = BrokerConfig {
+        queued_message_expiry: Duration::from_millis(500),
+        ..BrokerConfig::default()
+    };
+    let b = TestBroker::with_config(config).await;
+    let mut c = connect_packet(V3, "away", false);
+    c.keep_alive = 60;
+    let (mut sub, _) = Client::connect_with(b.addr, c.clone()).await;
+    sub.subscribe(1, "ex", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    b.wait_connected(0).await;
+    let mut publ = Client::connect(b.addr, V3, "pub").await;
+    publ.publish("ex", b"stale", QoS::AtLeastOnce, 1).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    publ.publish("ex", b"fresh", QoS::AtLeastOnce, 2).await;
+    let (mut sub, ack) = Client::connect_with(b.addr, c).await;
+    assert!(ack.session_present);
+    assert_eq!(&sub.recv_publish().await.payload[..], b"fresh");
+    sub.expect_nothing().await;
+    b.stop().await;
+}

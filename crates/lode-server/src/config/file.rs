@@ -112,6 +112,10 @@ pub struct MqttFile {
     pub connect_timeout: Option<Duration>,
     /// Highest topic alias accepted from 5.0 clients (0 = none). Default 64.
     pub topic_alias_maximum: Option<u16>,
+    /// How long publishers wait for a subscriber that stopped reading before it is
+    /// disconnected, e.g. `"30s"`. Default 30 s.
+    #[serde(default, with = "humantime_serde")]
+    pub slow_subscriber_timeout: Option<Duration>,
     /// Most bytes waiting to be written to one client before it counts as stalled. Default 4 MiB.
     pub max_write_backlog: Option<usize>,
     /// Whether retained messages are stored. Default `true`.

@@ -258,6 +258,9 @@ fn resolve_broker(m: &MqttFile, problems: &mut Vec<String>) -> BrokerConfig {
         server_keep_alive: m.server_keep_alive.or(d.server_keep_alive),
         connect_timeout: m.connect_timeout.unwrap_or(d.connect_timeout),
         topic_alias_maximum: m.topic_alias_maximum.unwrap_or(d.topic_alias_maximum),
+        slow_subscriber_timeout: m
+            .slow_subscriber_timeout
+            .unwrap_or(d.slow_subscriber_timeout),
         max_write_backlog: m.max_write_backlog.unwrap_or(d.max_write_backlog),
         retain_available: m.retain_available.unwrap_or(d.retain_available),
         shared_subscriptions: m.shared_subscriptions.unwrap_or(d.shared_subscriptions),
