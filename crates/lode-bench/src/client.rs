@@ -63,13 +63,15 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// TCP connect, CONNECT (clean start), wait for a successful CONNACK.
+    /// TCP connect, CONNECT, wait for a successful CONNACK. `session_expiry` > 0 asks
+    /// for a persistent session (3.1.1: clean session 0).
     pub(crate) async fn connect(
         addr: SocketAddr,
         src: Option<IpAddr>,
         version: ProtocolVersion,
         client_id: &str,
         keep_alive: u16,
+        session_expiry: u32,
     ) -> Result<Conn> {
         timeout(SETUP_TIMEOUT, async {
             let stream = tcp_connect(addr, src).await?;
@@ -81,13 +83,16 @@ impl Conn {
             };
             let connect = Packet::Connect(Box::new(Connect {
                 protocol: version,
-                clean_start: true,
+                clean_start: version.is_v5() || session_expiry == 0,
                 keep_alive,
                 client_id: client_id.to_owned(),
                 will: None,
                 username: None,
                 password: None,
-                properties: ConnectProperties::default(),
+                properties: ConnectProperties {
+                    session_expiry_interval: (session_expiry > 0).then_some(session_expiry),
+                    ..ConnectProperties::default()
+                },
             }));
             conn.send(&connect).await?;
             match conn.recv().await? {

@@ -58,7 +58,7 @@ async fn open_all(target: &Target, p: &ConnParams) -> Opened {
                 let src = target.source_for(i, p.per_source);
                 let id = format!("lb-{tag}-c{i}");
                 let t = Instant::now();
-                match Conn::connect(target.addr, src, p.version, &id, p.keep_alive).await {
+                match Conn::connect(target.addr, src, p.version, &id, p.keep_alive, 0).await {
                     Ok(c) => {
                         hist.saturating_record(t.elapsed().as_nanos().max(1) as u64);
                         streams.push(c.into_stream());

@@ -41,6 +41,8 @@ pub(crate) struct FlowParams {
     pub(crate) max_lag: u64,
     pub(crate) version: ProtocolVersion,
     pub(crate) latency_only: bool,
+    /// Subscribers keep a persistent session.
+    pub(crate) persistent_subs: bool,
 }
 
 static RUN: AtomicU64 = AtomicU64::new(0);
@@ -88,14 +90,15 @@ async fn run_inner(target: &Target, p: &FlowParams) -> Result<Row> {
     let mut subs = Vec::with_capacity(sub_filters.len());
     for (i, f) in sub_filters.iter().enumerate() {
         let id = format!("lb-{}-s{i}", prefix.rsplit('/').next().unwrap_or("x"));
-        let mut c = Conn::connect(target.addr, None, p.version, &id, 600).await?;
+        let expiry = if p.persistent_subs { 3600 } else { 0 };
+        let mut c = Conn::connect(target.addr, None, p.version, &id, 600, expiry).await?;
         c.subscribe(f, p.qos).await?;
         subs.push(c);
     }
     let mut pubs = Vec::with_capacity(n_pubs);
     for (i, t) in pub_topics.iter().enumerate() {
         let id = format!("lb-{}-p{i}", prefix.rsplit('/').next().unwrap_or("x"));
-        let c = Conn::connect(target.addr, None, p.version, &id, 600).await?;
+        let c = Conn::connect(target.addr, None, p.version, &id, 600, 0).await?;
         let spec = PubSpec {
             template: Template::new(t, p.payload, p.qos, p.version)?,
             pub_idx: i as u32,

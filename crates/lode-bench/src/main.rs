@@ -137,6 +137,10 @@ struct Args {
     /// Idle: time to hold the connections before reading broker memory.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     settle: Duration,
+    /// Subscribers keep a persistent session (3.1.1 clean session 0, 5.0 session
+    /// expiry 1 h), so QoS 1 messages to them must be stored durably by the broker.
+    #[arg(long)]
+    persistent_subs: bool,
     /// MQTT protocol version.
     #[arg(long = "mqtt-version", value_enum, default_value = "3.1.1")]
     mqtt_version: MqttVersion,
@@ -313,6 +317,7 @@ impl Ctx {
             max_lag,
             version: self.version,
             latency_only: latency,
+            persistent_subs: a.persistent_subs,
         };
         let (name, primary) = match (latency, shape) {
             (true, _) => ("latency", "p99 µs"),
@@ -332,7 +337,7 @@ impl Ctx {
             "max rate".to_owned()
         };
         let params = format!(
-            "{shape_desc}, QoS {}, {payload} B, {rate_desc}, {:?}, inflight {}, max-lag {}",
+            "{shape_desc}, QoS {}, {payload} B, {rate_desc}, {:?}, inflight {}, max-lag {}{}",
             qos as u8,
             a.duration,
             a.inflight,
@@ -340,6 +345,11 @@ impl Ctx {
                 "off".to_owned()
             } else {
                 max_lag.to_string()
+            },
+            if a.persistent_subs {
+                ", persistent subscribers"
+            } else {
+                ""
             }
         );
         eprintln!("running {name}: {params}");
