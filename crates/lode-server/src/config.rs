@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Broker limits.
     pub broker: BrokerConfig,
+    /// Topic filters no client may subscribe to.
+    pub deny_subscribe: Vec<String>,
+    /// SUBACK reason code for a denied subscription.
+    pub deny_subscribe_reason: lode_mqtt::ReasonCode,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +64,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             broker: BrokerConfig::default(),
+            deny_subscribe: Vec::new(),
+            deny_subscribe_reason: lode_mqtt::ReasonCode::NotAuthorized,
         }
     }
 }

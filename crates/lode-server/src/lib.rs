@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use lode_broker::{AllowAnonymous, AuthHook, Broker, DenyAll};
+use lode_broker::{AllowAnonymous, AuthHook, Broker, DenyAll, DenySubscribe};
 use lode_store::BrokerStore;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -97,6 +97,13 @@ impl Server {
                  or allow_anonymous = true in the config file)"
             );
             Arc::new(DenyAll)
+        };
+        let auth: Arc<dyn AuthHook> = if config.deny_subscribe.is_empty() {
+            auth
+        } else {
+            let deny = DenySubscribe::new(auth, config.deny_subscribe.iter().cloned())
+                .context("invalid mqtt.deny_subscribe")?;
+            Arc::new(deny.with_reason(config.deny_subscribe_reason))
         };
         let broker = Broker::open(config.broker.clone(), store, auth)
             .await

@@ -128,6 +128,12 @@ pub struct MqttFile {
     pub wildcard_subscriptions: Option<bool>,
     /// Largest QoS granted: 0, 1 or 2. Default 2.
     pub maximum_qos: Option<u8>,
+    /// Topic filters no client may subscribe to (wildcards in the list cover every
+    /// filter they match), e.g. `["$SYS/#"]`. Default: none.
+    pub deny_subscribe: Option<Vec<String>>,
+    /// SUBACK reason code for a denied subscription: 128 (0x80, unspecified error)
+    /// or 135 (0x87, not authorized). Default 135.
+    pub deny_subscribe_reason: Option<u8>,
 }
 
 impl FileConfig {

@@ -200,6 +200,25 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
     }
 
     let broker = resolve_broker(&file.mqtt, &mut problems);
+    let deny_subscribe = file.mqtt.deny_subscribe.clone().unwrap_or_default();
+    for filter in &deny_subscribe {
+        if !lode_mqtt::topic::valid_topic_filter(filter) {
+            problems.push(format!(
+                "mqtt.deny_subscribe: {filter:?} is not a valid topic filter"
+            ));
+        }
+    }
+    let deny_subscribe_reason = match file.mqtt.deny_subscribe_reason {
+        None => defaults.deny_subscribe_reason,
+        Some(0x80) => lode_mqtt::ReasonCode::UnspecifiedError,
+        Some(0x87) => lode_mqtt::ReasonCode::NotAuthorized,
+        Some(other) => {
+            problems.push(format!(
+                "mqtt.deny_subscribe_reason: {other} is not 128 (unspecified error) or 135 (not authorized)"
+            ));
+            defaults.deny_subscribe_reason
+        }
+    };
 
     if !problems.is_empty() {
         return Err(Problems(problems));
@@ -214,6 +233,8 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         handshake_timeout,
         shutdown_grace: file.shutdown_grace.unwrap_or(defaults.shutdown_grace),
         broker,
+        deny_subscribe,
+        deny_subscribe_reason,
     })
 }
 

@@ -85,3 +85,32 @@ async fn anonymous_refused_without_allow_anonymous() {
     assert_eq!(connack(tcp).await, [0x20, 0x02, 0x00, 0x05]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn configured_deny_subscribe_refuses_with_the_configured_code() {
+    let file = lode_server::config::file::FileConfig::parse(
+        "[mqtt]\ndeny_subscribe = [\"test/nosubscribe\"]\ndeny_subscribe_reason = 128\n",
+    )
+    .expect("config parses");
+    let mut config = ServerConfig::local_ephemeral();
+    let resolved = lode_server::config::resolve(&file, &Default::default(), &Default::default())
+        .expect("config resolves");
+    config.deny_subscribe = resolved.deny_subscribe;
+    config.deny_subscribe_reason = resolved.deny_subscribe_reason;
+    let server = TestServer::start(config).await;
+    let mut tcp = TcpStream::connect(server.mqtt).await.unwrap();
+    assert_eq!(connack(&mut tcp).await, CONNACK_OK);
+    // SUBSCRIBE id 1: "test/nosubscribe" QoS 1, then "ok" QoS 1.
+    let mut sub = vec![0x82, 0, 0, 1, 0, 16];
+    sub.extend_from_slice(b"test/nosubscribe");
+    sub.extend_from_slice(&[1, 0, 2, b'o', b'k', 1]);
+    sub[1] = (sub.len() - 2) as u8;
+    tcp.write_all(&sub).await.unwrap();
+    let mut suback = [0u8; 6];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut suback))
+        .await
+        .expect("SUBACK should arrive")
+        .unwrap();
+    assert_eq!(suback, [0x90, 4, 0, 1, 0x80, 1]);
+    server.shutdown().await;
+}
