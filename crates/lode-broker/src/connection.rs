@@ -740,7 +740,9 @@ where
         if msg.retain {
             ops.push(inner.retain(&msg, &topic));
         }
-        let (matched, blocked) = inner.route(&msg, &topic, &mut ops);
+        let mut own = Vec::new();
+        let defer_own = (p.qos != QoS::AtMostOnce).then_some(&mut own);
+        let (matched, blocked) = inner.route(&msg, &topic, &mut ops, defer_own);
         if blocked.is_some() {
             if self.blocked_on.is_none() {
                 self.blocked_since = Instant::now();
@@ -759,7 +761,7 @@ where
                 self.answer(
                     Packet::PubAck(PubResp::new(packet_id, code)),
                     commit,
-                    Vec::new(),
+                    own,
                     true,
                 );
             }
@@ -770,7 +772,7 @@ where
                 self.answer(
                     Packet::PubRec(PubResp::new(packet_id, code)),
                     commit,
-                    Vec::new(),
+                    own,
                     false,
                 );
             }

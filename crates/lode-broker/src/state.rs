@@ -435,11 +435,16 @@ impl Inner {
     /// `ops`. Returns how many sessions it reached and, if one of them is an online
     /// session whose backlog is over its limit, that session: the publisher must
     /// pause until it drains.
+    ///
+    /// With `own`, deliveries to the publishing session itself are handed back in it
+    /// instead of queued, so the publisher can send them after its acknowledgement
+    /// (a client that hears its own message must already hold the PUBACK).
     pub(crate) fn route(
         &self,
         msg: &Arc<Message>,
         topic: &str,
         ops: &mut Vec<Op>,
+        mut own: Option<&mut Vec<Queued>>,
     ) -> (usize, Option<Arc<Session>>) {
         let targets = self.trie.read().matches(topic);
         let limit = self.config.max_queued_messages;
@@ -482,6 +487,13 @@ impl Inner {
                     seq,
                     data: encode_queued(&queued),
                 });
+            }
+            if target.session.id == msg.origin
+                && let Some(own) = own.as_deref_mut()
+            {
+                own.push(queued);
+                matched += 1;
+                continue;
             }
             st.queue.push_back(queued);
             let over = online && st.queue.len() > limit;
@@ -560,7 +572,7 @@ impl Inner {
         if msg.retain {
             ops.push(self.retain(&msg, &topic));
         }
-        self.route(&msg, &topic, &mut ops);
+        self.route(&msg, &topic, &mut ops, None);
         self.submit_nowait(ops);
     }
 

@@ -47,9 +47,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = lode_server::config::load(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // Without the LIFO slot, connections woken together are served in the order their
+    // data arrived, so packets from different clients are handled in arrival order.
+    // The option needs `--cfg tokio_unstable` (set in .cargo/config.toml).
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = builder.build()?;
     runtime.block_on(async {
         let server = Server::bind(config).await?;
         server.run(shutdown_signal()).await

@@ -798,3 +798,27 @@ async fn queued_messages_expire_in_offline_sessions() {
     sub.expect_nothing().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn own_message_arrives_after_its_puback_even_when_stored() {
+    let b = TestBroker::start().await;
+    let mut c = connect_packet(V5, "echo", true);
+    c.properties.session_expiry_interval = Some(600);
+    let (mut me, _) = Client::connect_with(b.addr, c).await;
+    me.subscribe(1, "self", QoS::AtLeastOnce).await;
+    for i in 1..=20u16 {
+        me.send(Packet::Publish(publish(
+            "self",
+            b"x",
+            QoS::AtLeastOnce,
+            Some(i),
+        )))
+        .await;
+        match me.recv().await {
+            Packet::PubAck(a) => assert_eq!(a.packet_id, i),
+            other => panic!("PUBACK must come first, got {other:?}"),
+        }
+        let _ = me.recv_publish().await;
+    }
+    b.stop().await;
+}
