@@ -44,6 +44,10 @@
 //!   neither can hold `/`, `+`, `#`, `$`, `{` or `}`.
 //! - `/ext/register` and `/ext/regnwl` are not in the table: a dynamic-registration session
 //!   receives them from the server without subscribing and may do nothing else.
+//! - Rules 1, 8 and 12 let a device publish on its own downlink topics too (for example
+//!   `/sys/P/D/thing/service/property/set`): they stay inside its own namespace, and replies such as
+//!   `..._reply` and RRPC answers need the same subtrees. Telling uplinks from downlinks, and not
+//!   routing a device's publishes back to it through its auto-subscriptions, is the broker's job.
 //! - A gateway acting for a logged-in sub-device is checked against the sub-device's own
 //!   `DevicePermissions`; combining them is the caller's business.
 //!

@@ -23,7 +23,7 @@ use crate::sign::{SignMethod, UnknownSignMethod};
 
 /// `ext` bit 0: synchronous services over `/ext/rrpc/...` (section 1 rule 10).
 pub const EXT_RRPC: u32 = 1;
-/// `ext` bit 1: "ext_notify" ([C4]).
+/// `ext` bit 1: "ext_notify" (C4 SDK).
 pub const EXT_NOTIFY: u32 = 2;
 
 /// The `authType` clientId option (dynamic registration and token login, sections 3.5 and 5.2).
@@ -415,5 +415,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("securemode") && msg.contains("two"), "{msg}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,200}") {
+            let _ = ClientId::parse(&s);
+            let _ = crate::DeviceIdentity::from_username(&s);
+        }
+
+        #[test]
+        fn prefix_is_before_first_bar(prefix in "[^|]{0,20}", opts in "[a-z_=,0-9|]{0,40}") {
+            let s = format!("{prefix}|{opts}");
+            if let Ok(id) = ClientId::parse(&s) {
+                proptest::prop_assert_eq!(id.prefix, prefix);
+            }
+        }
     }
 }

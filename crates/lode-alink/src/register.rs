@@ -218,4 +218,17 @@ mod tests {
             Err(RegisterFormError::NotUtf8(_))
         ));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,200}") {
+            let _ = RegisterRequest::parse_form(&s);
+            let _ = percent_decode(&s);
+        }
+
+        #[test]
+        fn form_like_never_panics(s in "[a-zA-Z=&%0-9+]{0,80}") {
+            let _ = RegisterRequest::parse_form(&s);
+        }
+    }
 }

@@ -18,9 +18,9 @@ use thiserror::Error;
 pub enum SignMethod {
     /// `hmacmd5`: 16-byte MAC, 32 hex characters.
     HmacMd5,
-    /// `hmacsha1`: 20-byte MAC, 40 hex characters ([PY] default).
+    /// `hmacsha1`: 20-byte MAC, 40 hex characters (Python SDK default).
     HmacSha1,
-    /// `hmacsha256`: 32-byte MAC, 64 hex characters ([C3]/[C4]).
+    /// `hmacsha256`: 32-byte MAC, 64 hex characters ((C3/C4 SDKs)).
     HmacSha256,
 }
 
