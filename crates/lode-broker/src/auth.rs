@@ -1,9 +1,21 @@
-//! Authentication and authorization hooks, called at CONNECT, PUBLISH and SUBSCRIBE.
+//! Authentication and authorization hooks, called at CONNECT, PUBLISH and SUBSCRIBE,
+//! and told when a connection starts and ends.
+//!
+//! Authentication is asynchronous (it may look the client up in a registry);
+//! authorization is synchronous and must be cheap: it runs for every PUBLISH and
+//! SUBSCRIBE, from what the hook put into the [`Principal`] at CONNECT.
 
+use std::any::Any;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use lode_mqtt::{ReasonCode, topic};
+use bytes::Bytes;
+use lode_mqtt::{QoS, ReasonCode, topic};
+
+/// A boxed future, so that [`AuthHook`] stays object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What the broker knows about a connecting client when it asks the hook.
 #[derive(Debug, Clone)]
@@ -18,16 +30,63 @@ pub struct ConnectRequest<'a> {
 }
 
 /// The identity a hook attaches to an accepted connection; later calls receive it back.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Principal {
     /// Name used in logs and metrics (a device identity, an application, or "anonymous").
     pub name: String,
+    /// An identity that may hold one connection at a time, whatever client id it uses
+    /// (a device): a new connection with the same key ends the old one (0x8E).
+    pub unique_key: Option<String>,
+    /// Subscriptions the broker makes for the connection at CONNECT, without a
+    /// SUBSCRIBE from the client (server-side subscription). They never deliver the
+    /// client's own messages back to it (no local), and send no retained messages.
+    pub auto_subscriptions: Vec<(String, QoS)>,
+    /// Messages delivered to the connection right after CONNACK, without a
+    /// subscription (QoS 0): `(topic, payload)`.
+    pub greetings: Vec<(String, Bytes)>,
+    /// The hook's own data about the client, for its authorization calls.
+    pub ext: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("name", &self.name)
+            .field("unique_key", &self.unique_key)
+            .field("auto_subscriptions", &self.auto_subscriptions.len())
+            .field("greetings", &self.greetings.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Principal {
+    /// A principal known only by its name.
+    pub fn named(name: impl Into<String>) -> Principal {
+        Principal {
+            name: name.into(),
+            ..Principal::default()
+        }
+    }
+}
+
+/// Why a connection ended, as told to [`AuthHook::disconnected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT.
+    Client,
+    /// The broker ended the connection with this reason code.
+    Server(ReasonCode),
+    /// The network connection closed or failed.
+    Transport,
 }
 
 /// Pluggable authentication and authorization.
 pub trait AuthHook: Send + Sync + 'static {
     /// Accepts or refuses a connection. The error is the CONNACK reason code.
-    fn authenticate(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode>;
+    fn authenticate<'a>(
+        &'a self,
+        req: &'a ConnectRequest<'a>,
+    ) -> BoxFuture<'a, Result<Principal, ReasonCode>>;
     /// Whether `principal` may publish to `topic`.
     fn authorize_publish(&self, principal: &Principal, topic: &str) -> bool;
     /// Whether `principal` may subscribe to `filter` (shared-subscription prefix removed).
@@ -38,6 +97,10 @@ pub trait AuthHook: Send + Sync + 'static {
     fn check_subscribe(&self, principal: &Principal, filter: &str) -> Option<ReasonCode> {
         (!self.authorize_subscribe(principal, filter)).then_some(ReasonCode::NotAuthorized)
     }
+    /// Called once the connection is accepted (after CONNACK).
+    fn connected(&self, _principal: &Principal, _client_id: &str, _peer: SocketAddr) {}
+    /// Called once when an accepted connection has ended.
+    fn disconnected(&self, _principal: &Principal, _client_id: &str, _reason: CloseReason) {}
 }
 
 /// Development mode: every client is accepted and may do anything.
@@ -45,10 +108,12 @@ pub trait AuthHook: Send + Sync + 'static {
 pub struct AllowAnonymous;
 
 impl AuthHook for AllowAnonymous {
-    fn authenticate(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
-        Ok(Principal {
-            name: req.username.unwrap_or("anonymous").to_owned(),
-        })
+    fn authenticate<'a>(
+        &'a self,
+        req: &'a ConnectRequest<'a>,
+    ) -> BoxFuture<'a, Result<Principal, ReasonCode>> {
+        let name = req.username.unwrap_or("anonymous").to_owned();
+        Box::pin(async move { Ok(Principal::named(name)) })
     }
 
     fn authorize_publish(&self, _: &Principal, _: &str) -> bool {
@@ -66,8 +131,11 @@ impl AuthHook for AllowAnonymous {
 pub struct DenyAll;
 
 impl AuthHook for DenyAll {
-    fn authenticate(&self, _: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
-        Err(ReasonCode::NotAuthorized)
+    fn authenticate<'a>(
+        &'a self,
+        _: &'a ConnectRequest<'a>,
+    ) -> BoxFuture<'a, Result<Principal, ReasonCode>> {
+        Box::pin(async { Err(ReasonCode::NotAuthorized) })
     }
 
     fn authorize_publish(&self, _: &Principal, _: &str) -> bool {
@@ -155,8 +223,19 @@ impl std::fmt::Debug for DenySubscribe {
 }
 
 impl AuthHook for DenySubscribe {
-    fn authenticate(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
+    fn authenticate<'a>(
+        &'a self,
+        req: &'a ConnectRequest<'a>,
+    ) -> BoxFuture<'a, Result<Principal, ReasonCode>> {
         self.inner.authenticate(req)
+    }
+
+    fn connected(&self, principal: &Principal, client_id: &str, peer: SocketAddr) {
+        self.inner.connected(principal, client_id, peer);
+    }
+
+    fn disconnected(&self, principal: &Principal, client_id: &str, reason: CloseReason) {
+        self.inner.disconnected(principal, client_id, reason);
     }
 
     fn authorize_publish(&self, principal: &Principal, topic: &str) -> bool {

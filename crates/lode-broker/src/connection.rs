@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::time::{Instant, Sleep};
 
 use crate::ConnInfo;
-use crate::auth::{ConnectRequest, Principal};
+use crate::auth::{CloseReason, ConnectRequest, Principal};
 use crate::message::{Queued, StoredSub, now_ms};
 use crate::session::{Inflight, Session};
 use crate::state::{Commit, Inner, message, sub_options};
@@ -108,8 +108,11 @@ where
         Ok(Ok(connect)) => connect,
     };
     let conn = Conn::establish(inner.clone(), *connect, &info, rd, wr, rbuf).await;
-    if conn.is_none() {
-        stats::inc(&inner.stats.connects_refused);
+    match &conn {
+        Some(conn) => inner
+            .auth
+            .connected(&conn.principal, &conn.session.client_id, info.peer),
+        None => stats::inc(&inner.stats.connects_refused),
     }
     conn
 }
@@ -284,7 +287,7 @@ where
             client_cert: info.client_cert.as_deref(),
             keep_alive,
         };
-        let principal = match inner.auth.authenticate(&req) {
+        let principal = match inner.auth.authenticate(&req).await {
             Ok(p) => p,
             Err(code) => {
                 tracing::debug!(client_id = %connect.client_id, peer = %info.peer, ?code, "connect refused");
@@ -297,6 +300,9 @@ where
         {
             refuse(&mut wr, version, ReasonCode::NotAuthorized).await;
             return None;
+        }
+        if let Some(key) = &principal.unique_key {
+            inner.claim_unique(key, &connect.client_id).await;
         }
 
         let max_expiry = cfg.max_session_expiry.as_secs().min(u32::MAX as u64) as u32;
@@ -326,6 +332,9 @@ where
             tracing::warn!(%error, "failed to store session at connect");
             stats::inc(&inner.stats.store_errors);
             inner.detach(&attached.session, attached.generation);
+            if let Some(key) = &principal.unique_key {
+                inner.release_unique(key, &connect.client_id);
+            }
             refuse(&mut wr, version, ReasonCode::ServerUnavailable).await;
             return None;
         }
@@ -333,6 +342,9 @@ where
         if inner.shutdown.is_cancelled() {
             // Shutdown began while this client was attaching: it missed the kick.
             inner.detach(&attached.session, attached.generation);
+            if let Some(key) = &principal.unique_key {
+                inner.release_unique(key, &connect.client_id);
+            }
             refuse(&mut wr, version, ReasonCode::ServerShuttingDown).await;
             return None;
         }
@@ -399,6 +411,32 @@ where
             aliases: None,
         };
         conn.resend_inflight();
+        let auto = std::mem::take(&mut conn.principal.auto_subscriptions);
+        if !auto.is_empty() {
+            inner.auto_subscribe(&conn.session, &auto);
+        }
+        let greetings = std::mem::take(&mut conn.principal.greetings);
+        if !greetings.is_empty() {
+            let mut st = conn.session.state.lock();
+            for (topic, payload) in greetings {
+                let msg = message(
+                    Bytes::from(topic),
+                    payload,
+                    QoS::AtMostOnce,
+                    false,
+                    PublishProperties::default(),
+                    0,
+                );
+                st.queue.push_back(Queued {
+                    msg: Arc::new(msg),
+                    qos: QoS::AtMostOnce,
+                    retain: false,
+                    identifiers: Vec::new(),
+                    seq: None,
+                    deadline: None,
+                });
+            }
+        }
         Some(conn)
     }
 
@@ -1184,6 +1222,17 @@ where
         };
         let expiry = self.session.state.lock().expiry_interval;
         self.inner.detach(&self.session, self.generation);
+        if let Some(key) = &self.principal.unique_key {
+            self.inner.release_unique(key, &self.session.client_id);
+        }
+        let close_reason = match close {
+            Close::Client { .. } => CloseReason::Client,
+            Close::Server(code) => CloseReason::Server(code),
+            Close::Transport => CloseReason::Transport,
+        };
+        self.inner
+            .auth
+            .disconnected(&self.principal, &self.session.client_id, close_reason);
         if let Some(will) = will {
             self.publish_will(*will, expiry);
         }

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use auth::{
-    AllowAnonymous, AuthHook, ConnectRequest, DenyAll, DenySubscribe, InvalidTopicFilter, Principal,
+    AllowAnonymous, AuthHook, BoxFuture, CloseReason, ConnectRequest, DenyAll, DenySubscribe,
+    InvalidTopicFilter, Principal,
 };
 pub use config::BrokerConfig;
 pub use stats::Stats;
@@ -35,6 +36,16 @@ pub struct ConnInfo {
     pub listener: &'static str,
     /// DER of the verified client certificate, when TLS client authentication is on.
     pub client_cert: Option<Vec<u8>>,
+}
+
+/// Why [`Broker::publish`] did not publish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    #[error("invalid topic name {0:?}")]
+    InvalidTopic(String),
+    #[error(transparent)]
+    Store(#[from] lode_store::StoreError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +97,54 @@ impl Broker {
         if let Err(error) = self.inner.flush().await {
             tracing::error!(%error, "failed to persist broker state at shutdown");
         }
+    }
+
+    /// Publishes a message from the platform itself (no client), as if a client had
+    /// published it: retained handling, routing, durable queueing for persistent
+    /// sessions. Returns once the message is durable where it has to be, with the
+    /// number of sessions it reached.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: bytes::Bytes,
+        qos: lode_mqtt::QoS,
+        retain: bool,
+    ) -> Result<usize, PublishError> {
+        if !lode_mqtt::topic::valid_topic_name(topic)
+            || topic.len() > self.inner.config.max_topic_len
+            || topic.split('/').count() > self.inner.config.max_topic_levels
+        {
+            return Err(PublishError::InvalidTopic(topic.to_owned()));
+        }
+        let qos = qos.min(self.inner.config.maximum_qos);
+        let msg = std::sync::Arc::new(state::message(
+            bytes::Bytes::copy_from_slice(topic.as_bytes()),
+            payload,
+            qos,
+            retain,
+            lode_mqtt::PublishProperties::default(),
+            0,
+        ));
+        let mut ops = Vec::new();
+        if retain {
+            ops.push(self.inner.retain(&msg, topic));
+        }
+        let (matched, _) = self.inner.route(&msg, topic, &mut ops, None);
+        if !ops.is_empty() {
+            self.inner.submit(ops).await?;
+        }
+        Ok(matched)
+    }
+
+    /// Ends the connection holding the unique identity `key`
+    /// ([`Principal::unique_key`]) with `reason`. Returns whether one was connected.
+    pub fn disconnect_identity(&self, key: &str, reason: lode_mqtt::ReasonCode) -> bool {
+        self.inner.kick_unique(key, reason)
+    }
+
+    /// Ends the connection of `client_id` with `reason`. Returns whether one was connected.
+    pub fn disconnect_client(&self, client_id: &str, reason: lode_mqtt::ReasonCode) -> bool {
+        self.inner.kick_client(client_id, reason)
     }
 
     /// Number of connected clients.

@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// Unique identities (`Principal::unique_key`) and the client id holding each.
+    unique: Mutex<HashMap<String, Arc<str>>>,
     trie: RwLock<Trie>,
     retained: RwLock<HashMap<String, Arc<Message>>>,
     commit: GroupCommit,
@@ -71,6 +73,7 @@ impl Inner {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             sessions: Mutex::new(HashMap::new()),
+            unique: Mutex::new(HashMap::new()),
             trie: RwLock::new(Trie::default()),
             retained: RwLock::new(HashMap::new()),
             commit: GroupCommit::new(store),
@@ -347,6 +350,110 @@ impl Inner {
         }
         session.detached.notify_waiters();
         session.space.notify_waiters();
+    }
+
+    /// Makes `client_id` the holder of the unique identity `key`, ending the
+    /// connection of another client id that holds it (0x8E) and waiting for it to go.
+    pub(crate) async fn claim_unique(&self, key: &str, client_id: &str) {
+        for _ in 0..3 {
+            let holder = {
+                let mut unique = self.unique.lock();
+                match unique.get(key) {
+                    Some(holder) if &**holder != client_id => holder.clone(),
+                    _ => {
+                        unique.insert(key.to_owned(), client_id.into());
+                        return;
+                    }
+                }
+            };
+            let session = self.sessions.lock().get(&holder).cloned();
+            let Some(session) = session else {
+                self.unique.lock().remove(key);
+                continue;
+            };
+            let detached = session.detached.notified();
+            tokio::pin!(detached);
+            detached.as_mut().enable();
+            let attached = {
+                let mut st = session.state.lock();
+                if st.generation != 0 {
+                    st.kick = Some(ReasonCode::SessionTakenOver);
+                }
+                st.generation != 0
+            };
+            if attached {
+                stats::inc(&self.stats.takeovers);
+                session.wake.notify_one();
+                if tokio::time::timeout(Duration::from_secs(10), detached)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        key,
+                        "previous connection of this identity did not end in time"
+                    );
+                }
+            }
+            let mut unique = self.unique.lock();
+            if unique.get(key).is_some_and(|h| *h == holder) {
+                unique.remove(key);
+            }
+        }
+        self.unique.lock().insert(key.to_owned(), client_id.into());
+    }
+
+    /// Releases `key` if `client_id` still holds it.
+    pub(crate) fn release_unique(&self, key: &str, client_id: &str) {
+        let mut unique = self.unique.lock();
+        if unique.get(key).is_some_and(|h| &**h == client_id) {
+            unique.remove(key);
+        }
+    }
+
+    /// Ends the connection holding the unique identity `key`, if any, with `reason`.
+    pub(crate) fn kick_unique(&self, key: &str, reason: ReasonCode) -> bool {
+        let Some(holder) = self.unique.lock().get(key).cloned() else {
+            return false;
+        };
+        self.kick_client(&holder, reason)
+    }
+
+    /// Ends the connection of `client_id`, if one is attached, with `reason`.
+    pub(crate) fn kick_client(&self, client_id: &str, reason: ReasonCode) -> bool {
+        let Some(session) = self.sessions.lock().get(client_id).cloned() else {
+            return false;
+        };
+        let attached = {
+            let mut st = session.state.lock();
+            if st.generation != 0 {
+                st.kick = Some(reason);
+            }
+            st.generation != 0
+        };
+        if attached {
+            session.wake.notify_one();
+        }
+        attached
+    }
+
+    /// Adds the server-side subscriptions of a connection (no local, no retained).
+    pub(crate) fn auto_subscribe(&self, session: &Arc<Session>, subs: &[(String, QoS)]) {
+        for (filter, qos) in subs {
+            let sub = StoredSub {
+                filter: filter.clone(),
+                qos: *qos as u8,
+                no_local: true,
+                retain_as_published: false,
+                retain_handling: RetainHandling::DoNotSend as u8,
+                identifier: None,
+            };
+            session
+                .state
+                .lock()
+                .subscriptions
+                .insert(filter.clone(), sub.clone());
+            self.subscribe(session, &sub);
+        }
     }
 
     /// Tells every attached connection to close with `reason` (server shutdown).

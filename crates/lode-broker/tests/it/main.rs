@@ -2,5 +2,6 @@
 //! MQTT packets over real sockets, for both protocol versions.
 
 mod harness;
+mod hooks;
 mod persistence;
 mod protocol;
