@@ -1,0 +1,54 @@
+//! Every limit the registry enforces, in one place.
+
+/// Limits enforced by a registry backend; pass them at open.
+///
+/// The defaults are the platform's documented limits; an operator may change
+/// them through configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistryLimits {
+    /// Products one account may own.
+    pub products_per_account: u64,
+    /// Devices in one product.
+    pub devices_per_product: u64,
+    /// Devices over all products of one account.
+    pub devices_per_account: u64,
+    /// Tags on one product or device.
+    pub tags_per_object: u64,
+    /// Topic categories of one product (the three defaults included).
+    pub topic_categories_per_product: u64,
+    /// Names in one `register_devices_batch` call.
+    pub batch_register_max: usize,
+    /// Largest page of a listing.
+    pub page_size_max: u32,
+}
+
+impl RegistryLimits {
+    /// Products per account (platform default).
+    pub const PRODUCTS_PER_ACCOUNT: u64 = 1_000;
+    /// Devices per product (platform default).
+    pub const DEVICES_PER_PRODUCT: u64 = 500_000;
+    /// Devices per account (platform default).
+    pub const DEVICES_PER_ACCOUNT: u64 = 10_000_000;
+    /// Tags per product or device (platform default).
+    pub const TAGS_PER_OBJECT: u64 = 100;
+    /// Topic categories per product (platform default).
+    pub const TOPIC_CATEGORIES_PER_PRODUCT: u64 = 50;
+    /// Names per batch registration.
+    pub const BATCH_REGISTER_MAX: usize = 10_000;
+    /// Largest page size of a listing.
+    pub const PAGE_SIZE_MAX: u32 = 200;
+}
+
+impl Default for RegistryLimits {
+    fn default() -> Self {
+        RegistryLimits {
+            products_per_account: Self::PRODUCTS_PER_ACCOUNT,
+            devices_per_product: Self::DEVICES_PER_PRODUCT,
+            devices_per_account: Self::DEVICES_PER_ACCOUNT,
+            tags_per_object: Self::TAGS_PER_OBJECT,
+            topic_categories_per_product: Self::TOPIC_CATEGORIES_PER_PRODUCT,
+            batch_register_max: Self::BATCH_REGISTER_MAX,
+            page_size_max: Self::PAGE_SIZE_MAX,
+        }
+    }
+}
