@@ -1,0 +1,139 @@
+//! The route table and the OpenAPI document built from it.
+
+pub(crate) mod devices;
+pub(crate) mod keys;
+pub(crate) mod messaging;
+pub(crate) mod products;
+pub(crate) mod register;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::ApiState;
+use crate::auth::{authenticate, throttle_ip};
+use crate::error::{ApiError, ErrorBody};
+
+/// Path of the OpenAPI document.
+pub(crate) const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Lodestone management API",
+        description = "Signed with an AccessKey: headers X-Lode-Access-Key-Id, X-Lode-Timestamp \
+            (unix ms, within 5 minutes), X-Lode-Nonce (single use) and X-Lode-Signature = \
+            hex(HMAC-SHA256(secret, METHOD\\nPATH\\nSORTED_QUERY\\nHEX(SHA256(body))\\nTIMESTAMP\\nNONCE)); \
+            or Authorization: Bearer <token> from POST /api/v1/tokens. Every error is \
+            {code, message, requestId}. Authentication errors: MissingSignature (401), \
+            AccessKeyNotFound (401), InvalidToken (401), RequestExpired (403), RequestReplayed (403), \
+            AccessKeyDisabled (403), SignatureDoesNotMatch (403); Throttling (429)."
+    ),
+    paths(
+        devices::enable_device,
+        devices::disable_device,
+        devices::reset_device_secret,
+        openapi_json,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Security),
+    security(("accessKeySignature" = []), ("bearerToken" = [])),
+    tags(
+        (name = "accessKeys", description = "Access keys and bearer tokens of the caller's account"),
+        (name = "products", description = "Products, product tags, topic categories"),
+        (name = "devices", description = "Devices, batch registration jobs, device tags, status, lifecycle log"),
+        (name = "messaging", description = "Cloud-side publish and broadcast"),
+        (name = "deviceAuth", description = "Device-facing endpoints (not AccessKey-signed)"),
+    )
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "accessKeySignature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Lode-Signature",
+                "HMAC-SHA256 request signature, with X-Lode-Access-Key-Id, X-Lode-Timestamp and X-Lode-Nonce",
+            ))),
+        );
+        components.add_security_scheme(
+            "bearerToken",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "deviceAuth", security(()),
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub(crate) async fn openapi_json(State(s): State<ApiState>) -> Response {
+    let doc = s.shared.openapi.get().cloned().unwrap_or_default();
+    ([(CONTENT_TYPE, "application/json")], doc).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+pub(crate) fn build(state: ApiState) -> Router {
+    let (signed, mut doc) = OpenApiRouter::<ApiState>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(keys::create_access_key, keys::list_access_keys))
+        .routes(routes!(keys::update_access_key, keys::delete_access_key))
+        .routes(routes!(keys::create_token))
+        .routes(routes!(products::create_product, products::list_products))
+        .routes(routes!(
+            products::get_product,
+            products::update_product,
+            products::delete_product
+        ))
+        .routes(routes!(
+            products::put_product_tags,
+            products::delete_product_tags
+        ))
+        .routes(routes!(products::list_topics, products::create_topic))
+        .routes(routes!(products::update_topic, products::delete_topic))
+        .routes(routes!(devices::create_device, devices::list_devices))
+        .routes(routes!(devices::batch_register))
+        .routes(routes!(devices::get_job))
+        .routes(routes!(devices::get_device, devices::delete_device))
+        .route(
+            "/api/v1/products/{productKey}/devices/{deviceName}",
+            post(devices::device_action),
+        )
+        .routes(routes!(
+            devices::put_device_tags,
+            devices::delete_device_tags
+        ))
+        .routes(routes!(devices::device_status))
+        .routes(routes!(devices::device_events))
+        .routes(routes!(messaging::publish))
+        .routes(routes!(messaging::broadcast))
+        .layer(from_fn_with_state(state.clone(), authenticate))
+        .split_for_parts();
+
+    let (public, public_doc) = OpenApiRouter::<ApiState>::new()
+        .routes(routes!(register::register_device))
+        .route(OPENAPI_PATH, axum::routing::get(openapi_json))
+        .route("/api/v1/{*rest}", any(not_found))
+        .layer(from_fn_with_state(state.clone(), throttle_ip))
+        .split_for_parts();
+    doc.merge(public_doc);
+    let json = doc.to_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot render the OpenAPI document");
+        String::from("{}")
+    });
+    let _ = state.shared.openapi.set(json);
+
+    signed.merge(public).with_state(state)
+}
