@@ -178,13 +178,17 @@ pub fn verify(secret: &str, canonical: &str, signature: &str) -> bool {
     }
 }
 
-/// The four signature headers of a request, as `(name, value)` pairs.
-///
-/// A client computes the canonical string with [`canonical_request`] and sends
-/// these headers with the request.
+/// An AccessKey as a client holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    pub access_key_id: &'a str,
+    pub secret: &'a str,
+}
+
+/// The four signature headers of a request, as `(name, value)` pairs: what a
+/// client sends with a request (the canonical string is [`canonical_request`]).
 pub fn signature_headers(
-    access_key_id: &str,
-    secret: &str,
+    credentials: Credentials<'_>,
     method: &str,
     path: &str,
     raw_query: &str,
@@ -195,10 +199,10 @@ pub fn signature_headers(
     let ts = timestamp_ms.to_string();
     let canonical = canonical_request(method, path, raw_query, body, &ts, nonce);
     [
-        (HEADER_ACCESS_KEY_ID, access_key_id.to_owned()),
+        (HEADER_ACCESS_KEY_ID, credentials.access_key_id.to_owned()),
         (HEADER_TIMESTAMP, ts),
         (HEADER_NONCE, nonce.to_owned()),
-        (HEADER_SIGNATURE, sign(secret, &canonical)),
+        (HEADER_SIGNATURE, sign(credentials.secret, &canonical)),
     ]
 }
 

@@ -137,10 +137,12 @@ mod tests {
             Class::PubBroadcast
         );
         assert_eq!(Class::of_path("/api/v1/products"), Class::Other);
-        let mut cfg = ThrottleConfig::default();
-        cfg.other = Qps {
-            per_account: 2,
-            per_ip: 0,
+        let cfg = ThrottleConfig {
+            other: Qps {
+                per_account: 2,
+                per_ip: 0,
+            },
+            ..ThrottleConfig::default()
         };
         let t = Throttle::new(&cfg);
         assert!(t.check_account(Class::Other, "a").is_ok());

@@ -1,0 +1,411 @@
+//! Test harness: the API on a loopback port, a signed HTTP/1.1 client and a
+//! packet-level MQTT client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use lode_api::{ApiConfig, ApiState, signing};
+use lode_broker::{AllowAnonymous, AuthHook, Broker, BrokerConfig, ConnInfo};
+use lode_mqtt::{
+    Connect, ConnectProperties, Packet, ProtocolVersion, QoS, Subscribe, SubscriptionOptions,
+};
+use lode_registry::{RegistryLimits, RegistryStore, SqliteRegistry};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub(crate) struct Api {
+    pub(crate) addr: SocketAddr,
+    pub(crate) mqtt_addr: SocketAddr,
+    pub(crate) broker: Broker,
+    pub(crate) registry: Arc<dyn RegistryStore>,
+    pub(crate) key: Key,
+    _dir: tempfile::TempDir,
+}
+
+/// An access key and its account.
+#[derive(Clone)]
+pub(crate) struct Key {
+    pub(crate) account_id: String,
+    pub(crate) id: String,
+    pub(crate) secret: String,
+}
+
+pub(crate) struct Resp {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Resp {
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts an API error with `status` and `code`, and a request id that
+    /// matches the response header.
+    #[track_caller]
+    pub(crate) fn assert_error(&self, status: u16, code: &str) {
+        let body = self.json();
+        assert_eq!(
+            (self.status, body["code"].as_str().unwrap_or("")),
+            (status, code),
+            "unexpected error {body}"
+        );
+        assert!(body["message"].is_string());
+        let rid = body["requestId"].as_str().expect("requestId");
+        assert_eq!(Some(rid), self.header("x-lode-request-id"));
+    }
+
+    #[track_caller]
+    pub(crate) fn ok(&self, status: u16) -> Value {
+        assert_eq!(
+            self.status,
+            status,
+            "body {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        if self.body.is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn nonce() -> String {
+    format!(
+        "n{}-{}",
+        NONCE.fetch_add(1, Ordering::Relaxed),
+        std::process::id()
+    )
+}
+
+pub(crate) fn now_ms() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp_millis()).expect("clock after 1970")
+}
+
+impl Api {
+    pub(crate) async fn start() -> Api {
+        Self::start_with(ApiConfig::default(), Arc::new(AllowAnonymous)).await
+    }
+
+    pub(crate) async fn start_with(config: ApiConfig, auth: Arc<dyn AuthHook>) -> Api {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry: Arc<dyn RegistryStore> = Arc::new(
+            SqliteRegistry::open(dir.path().join("registry.db"), RegistryLimits::default())
+                .await
+                .expect("registry opens"),
+        );
+        let broker = Broker::open(
+            BrokerConfig::default(),
+            Arc::new(lode_store::MemoryStore::new()),
+            auth,
+        )
+        .await
+        .expect("broker opens");
+
+        let mqtt = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mqtt_addr = mqtt.local_addr().expect("addr");
+        let b = broker.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = mqtt.accept().await {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    b.serve_connection(
+                        stream,
+                        ConnInfo {
+                            peer,
+                            listener: "tcp",
+                            client_cert: None,
+                        },
+                    )
+                    .await;
+                });
+            }
+        });
+
+        let app = lode_api::router(ApiState::new(registry.clone(), broker.clone(), config));
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = http.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(
+                http,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
+        });
+
+        let key = new_account(registry.as_ref(), "first").await;
+        Api {
+            addr,
+            mqtt_addr,
+            broker,
+            registry,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// A signed call with the default key; `path` may carry a query.
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.call_as(&self.key, method, path, body).await
+    }
+
+    pub(crate) async fn call_as(
+        &self,
+        key: &Key,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Resp {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let headers = sign(key, method, path, &bytes, now_ms(), &nonce());
+        http(self.addr, method, path, &headers, &bytes).await
+    }
+
+    /// A call with a bearer token.
+    pub(crate) async fn call_bearer(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Resp {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let headers = vec![("authorization".to_owned(), format!("Bearer {token}"))];
+        http(self.addr, method, path, &headers, &bytes).await
+    }
+
+    /// A product of the default account; returns its JSON.
+    pub(crate) async fn product(&self, name: &str, dynamic: bool) -> Value {
+        self.call(
+            "POST",
+            "/api/v1/products",
+            Some(serde_json::json!({"name": name, "dynamicRegistration": dynamic})),
+        )
+        .await
+        .ok(201)
+    }
+}
+
+/// A new account with one access key.
+pub(crate) async fn new_account(registry: &dyn RegistryStore, name: &str) -> Key {
+    let account = registry.create_account(name).await.expect("account");
+    let key = registry
+        .create_access_key(&account.id)
+        .await
+        .expect("access key");
+    Key {
+        account_id: account.id,
+        id: key.id,
+        secret: key.secret,
+    }
+}
+
+/// The signature headers of a request.
+pub(crate) fn sign(
+    key: &Key,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    ts: u64,
+    nonce: &str,
+) -> Vec<(String, String)> {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let credentials = signing::Credentials {
+        access_key_id: &key.id,
+        secret: &key.secret,
+    };
+    signing::signature_headers(credentials, method, path, query, body, ts, nonce)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+}
+
+/// One HTTP/1.1 request over a new connection.
+pub(crate) async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Resp {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty()
+        && !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).await.expect("write request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+        .await
+        .expect("response within 20 s")
+        .expect("read response");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> Resp {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&b[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+}
+
+/// A packet-level MQTT 3.1.1 client.
+pub(crate) struct Mqtt {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+const V3: ProtocolVersion = ProtocolVersion::V311;
+
+impl Mqtt {
+    pub(crate) async fn connect(addr: SocketAddr, client_id: &str, username: Option<&str>) -> Mqtt {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut c = Mqtt {
+            stream,
+            buf: BytesMut::new(),
+        };
+        c.send(Packet::Connect(Box::new(Connect {
+            protocol: V3,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: client_id.to_owned(),
+            will: None,
+            username: username.map(str::to_owned),
+            password: None,
+            properties: ConnectProperties::default(),
+        })))
+        .await;
+        match c.recv().await {
+            Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, lode_mqtt::ReasonCode::Success),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        c
+    }
+
+    pub(crate) async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        lode_mqtt::encode(&packet, V3, &mut out);
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    pub(crate) async fn subscribe(&mut self, filter: &str) {
+        self.send(Packet::Subscribe(Subscribe {
+            packet_id: 1,
+            filters: vec![(
+                filter.to_owned(),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    ..Default::default()
+                },
+            )],
+            subscription_identifier: None,
+            user_properties: Vec::new(),
+        }))
+        .await;
+        match self.recv().await {
+            Some(Packet::SubAck(_)) => {}
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// The next packet, `None` when the connection closed; panics after 5 s.
+    pub(crate) async fn recv(&mut self) -> Option<Packet> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(d) =
+                    lode_mqtt::decode(&mut self.buf, V3, u32::MAX).expect("valid packet")
+                {
+                    return Some(d.packet);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("a packet or close within 5 s")
+    }
+}
