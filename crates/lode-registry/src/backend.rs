@@ -746,6 +746,55 @@ macro_rules! registry_backend {
                 })
             }
 
+            fn import_access_key<'a>(
+                &'a self,
+                account_id: &'a str,
+                id: &'a str,
+                secret: &'a str,
+            ) -> BoxFuture<'a, Result<AccessKey>> {
+                Box::pin(async move {
+                    if id.is_empty() || id.len() > 64 || secret.len() < 16 || secret.len() > 128 {
+                        return Err(RegistryError::InvalidParameter {
+                            field: "accessKey",
+                            reason: "an access key id has 1 to 64 characters and its secret 16 to 128"
+                                .into(),
+                        });
+                    }
+                    let key = AccessKey {
+                        id: id.to_owned(),
+                        secret: secret.to_owned(),
+                        account_id: account_id.to_owned(),
+                        enabled: true,
+                        created_at: now(),
+                    };
+                    let inserted = sqlx::query(
+                        "INSERT INTO access_keys (id, secret, account_id, enabled, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&key.id)
+                    .bind(&key.secret)
+                    .bind(&key.account_id)
+                    .bind(key.enabled)
+                    .bind(to_ms(key.created_at))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        if is_fk_violation(&e) {
+                            RegistryError::AccountNotFound(account_id.to_owned())
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                    if inserted.rows_affected() == 0 {
+                        return Err(RegistryError::InvalidParameter {
+                            field: "accessKeyId",
+                            reason: format!("access key {id} already exists"),
+                        });
+                    }
+                    Ok(key)
+                })
+            }
+
             fn create_access_key<'a>(
                 &'a self,
                 account_id: &'a str,
@@ -1602,6 +1651,48 @@ macro_rules! registry_backend {
                     let device = device_from_row(&row)?;
                     log_event(&mut tx, product_key, device_name, kind, reason, None, now())
                         .await?;
+                    tx.commit().await?;
+                    Ok(device)
+                })
+            }
+
+            fn mark_dynamically_registered<'a>(
+                &'a self,
+                product_key: &'a str,
+                device_name: &'a str,
+            ) -> BoxFuture<'a, Result<Device>> {
+                Box::pin(async move {
+                    let mut tx = self.begin_write().await?;
+                    let row = sqlx::query(concat!(
+                        "UPDATE devices SET dynamically_registered = $3 \
+                         WHERE product_key = $1 AND device_name = $2 \
+                         AND dynamically_registered = $4 AND activated_at IS NULL RETURNING ",
+                        device_cols!()
+                    ))
+                    .bind(product_key)
+                    .bind(device_name)
+                    .bind(true)
+                    .bind(false)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(row) = row else {
+                        let exists = sqlx::query(
+                            "SELECT 1 FROM devices WHERE product_key = $1 AND device_name = $2",
+                        )
+                        .bind(product_key)
+                        .bind(device_name)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                        return Err(if exists {
+                            RegistryError::DeviceAlreadyRegistered(format!(
+                                "{product_key}/{device_name}"
+                            ))
+                        } else {
+                            device_not_found(product_key, device_name)
+                        });
+                    };
+                    let device = device_from_row(&row)?;
                     tx.commit().await?;
                     Ok(device)
                 })

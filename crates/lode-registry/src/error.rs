@@ -28,6 +28,8 @@ pub enum RegistryError {
     },
     #[error("device {0} is disabled")]
     DeviceDisabled(String),
+    #[error("device {0} has already registered or connected")]
+    DeviceAlreadyRegistered(String),
     #[error("invalid device name {name:?}: {reason}")]
     InvalidDeviceName { name: String, reason: &'static str },
     #[error("invalid product name {name:?}: {reason}")]
@@ -89,6 +91,7 @@ impl RegistryError {
             DeviceNotFound(_) => "DeviceNotFound",
             DeviceAlreadyExists { .. } => "DeviceAlreadyExists",
             DeviceDisabled(_) => "DeviceDisabled",
+            DeviceAlreadyRegistered(_) => "DeviceAlreadyRegistered",
             InvalidDeviceName { .. } => "InvalidDeviceName",
             InvalidProductName { .. } => "InvalidProductName",
             InvalidTag { .. } => "InvalidTag",

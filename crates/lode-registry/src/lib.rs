@@ -66,6 +66,14 @@ pub trait RegistryStore: Send + Sync + 'static {
 
     // --- access keys
     fn create_access_key<'a>(&'a self, account_id: &'a str) -> BoxFuture<'a, Result<AccessKey>>;
+    /// Creates an access key with a given id and secret (the operator's bootstrap
+    /// key); an existing id is `InvalidParameter`.
+    fn import_access_key<'a>(
+        &'a self,
+        account_id: &'a str,
+        id: &'a str,
+        secret: &'a str,
+    ) -> BoxFuture<'a, Result<AccessKey>>;
     /// Hot path of API signature checks: a primary-key lookup.
     fn get_access_key<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AccessKey>>>;
     fn list_access_keys<'a>(&'a self, account_id: &'a str)
@@ -192,6 +200,14 @@ pub trait RegistryStore: Send + Sync + 'static {
         device_name: &'a str,
         enabled: bool,
         reason: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Device>>;
+    /// Marks a pre-registered device as having obtained its secret by dynamic
+    /// registration. Only once, and only before its first connect: otherwise
+    /// `DeviceAlreadyRegistered`.
+    fn mark_dynamically_registered<'a>(
+        &'a self,
+        product_key: &'a str,
+        device_name: &'a str,
     ) -> BoxFuture<'a, Result<Device>>;
     /// Gives the device a new DeviceSecret.
     fn reset_device_secret<'a>(

@@ -61,6 +61,8 @@ macro_rules! registry_conformance_tests {
             topic_categories_limit,
             concurrent_creates_respect_quota,
             json_names,
+            dynamic_registration_once,
+            imported_access_key,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -1160,4 +1162,58 @@ pub async fn json_names(h: impl Harness) {
 
 fn serde_json_value<T: serde::Serialize>(v: &T) -> Option<String> {
     serde_json::to_string(v).ok()
+}
+
+pub async fn dynamic_registration_once(h: impl Harness) {
+    run(h, small_limits(), |s| async move {
+        let (_acc, pk) = account_and_product(&s).await;
+        ok(s.create_device(&pk, NewDevice::new("dev1")).await);
+        let d = ok(s.mark_dynamically_registered(&pk, "dev1").await);
+        assert!(d.dynamically_registered);
+        assert_eq!(
+            code(s.mark_dynamically_registered(&pk, "dev1").await),
+            "DeviceAlreadyRegistered"
+        );
+        ok(s.create_device(&pk, NewDevice::new("dev2")).await);
+        ok(
+            s.set_device_state(&pk, "dev2", DeviceState::Online, Utc::now(), None, None)
+                .await,
+        );
+        assert_eq!(
+            code(s.mark_dynamically_registered(&pk, "dev2").await),
+            "DeviceAlreadyRegistered",
+            "a device that connected already has its secret"
+        );
+        assert_eq!(
+            code(s.mark_dynamically_registered(&pk, "nope").await),
+            "DeviceNotFound"
+        );
+    })
+    .await;
+}
+
+pub async fn imported_access_key(h: impl Harness) {
+    run(h, small_limits(), |s| async move {
+        let acc = ok(s.create_account("ops").await);
+        let key = ok(s
+            .import_access_key(&acc.id, "LTAIbootstrap01", "0123456789abcdef0123")
+            .await);
+        assert_eq!(key.secret, "0123456789abcdef0123");
+        assert_eq!(
+            ok(s.get_access_key("LTAIbootstrap01").await).map(|k| k.account_id),
+            Some(acc.id.clone())
+        );
+        assert_eq!(
+            code(
+                s.import_access_key(&acc.id, "LTAIbootstrap01", "0123456789abcdef0123")
+                    .await
+            ),
+            "InvalidParameter"
+        );
+        assert_eq!(
+            code(s.import_access_key(&acc.id, "x", "short").await),
+            "InvalidParameter"
+        );
+    })
+    .await;
 }

@@ -1,0 +1,526 @@
+//! Device sign-in, topic permissions and lifecycle: the broker's [`AuthHook`] for
+//! devices that speak Alibaba's Alink protocol over MQTT.
+//!
+//! At CONNECT a device is known by its username `${deviceName}&${productKey}`; the
+//! clientId options say how it signs in (section 3 of the Alink reference):
+//!
+//! | clientId `authType` | password | outcome |
+//! |---|---|---|
+//! | none | HMAC of the sign content with the DeviceSecret | a device session |
+//! | `register` | HMAC-SHA256 with the ProductSecret | `/ext/register` carries the DeviceSecret, then the device leaves |
+//! | `regnwl` | HMAC-SHA256 with the ProductSecret | `/ext/regnwl` carries a token (the device is created if new) |
+//! | `connwl` | the token from `regnwl` | a device session |
+//!
+//! A device session may publish and subscribe only within its own topics
+//! ([`lode_alink::DevicePermissions`]); with `_ss=1` in its clientId the broker
+//! subscribes it to its system downlinks itself. One device holds one connection:
+//! a new sign-in ends the old one, whatever its clientId. Keep alive must be within
+//! the configured range (30–1200 s by default) and a device may connect at most
+//! `connects_per_minute` times a minute.
+//!
+//! Clients whose username is not a device identity are applications: accepted with
+//! full access only when `allow_applications` is set (the development mode), refused
+//! otherwise.
+//!
+//! Online/offline transitions are recorded in the registry (state, time, address,
+//! lifecycle log) by one worker, in order, and published as status messages on
+//! `/as/mqtt/status/${productKey}/${deviceName}` for server-side consumers.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lode_alink::{ClientId, DeviceIdentity, DevicePermissions, LoginKind, Permission};
+use lode_broker::{AuthHook, BoxFuture, Broker, CloseReason, ConnectRequest, Principal};
+use lode_mqtt::{QoS, ReasonCode};
+use lode_registry::{
+    DeviceState, NewDevice, Product, RegistryError, RegistryStore, TopicPermission,
+};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+/// Settings of device sign-in.
+#[derive(Debug, Clone)]
+pub struct DeviceAuthConfig {
+    /// Keep alive accepted from devices, in seconds, inclusive.
+    pub keep_alive: (u16, u16),
+    /// Most sign-ins of one device in any minute.
+    pub connects_per_minute: usize,
+    /// Accept clients that are not devices (applications, tools) with full access.
+    pub allow_applications: bool,
+    /// Most tokens (`regnwl`) a device identity may hold at once.
+    pub tokens_per_device: usize,
+}
+
+impl Default for DeviceAuthConfig {
+    fn default() -> Self {
+        DeviceAuthConfig {
+            keep_alive: (30, 1200),
+            connects_per_minute: 5,
+            allow_applications: false,
+            tokens_per_device: 5,
+        }
+    }
+}
+
+/// What the hook knows about a signed-in client, kept in its [`Principal`].
+#[derive(Debug)]
+enum Client {
+    Device {
+        identity: DeviceIdentity,
+        permissions: DevicePermissions,
+    },
+    /// A registration session: it may receive its greeting and nothing else.
+    Registration,
+    Application,
+}
+
+/// A lifecycle change, recorded in order by the worker.
+#[derive(Debug)]
+struct Lifecycle {
+    identity: DeviceIdentity,
+    online: bool,
+    at: chrono::DateTime<chrono::Utc>,
+    ip: Option<String>,
+    reason: Option<String>,
+}
+
+/// The device [`AuthHook`].
+pub struct DeviceAuth {
+    registry: Arc<dyn RegistryStore>,
+    config: DeviceAuthConfig,
+    recent_connects: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// Tokens issued by `regnwl`: `"pk/dn"` → `(clientId, token)`, oldest first.
+    tokens: Mutex<HashMap<String, VecDeque<(String, String)>>>,
+    lifecycle: mpsc::UnboundedSender<Lifecycle>,
+    broker: Arc<OnceLock<Broker>>,
+}
+
+impl std::fmt::Debug for DeviceAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceAuth")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceAuth {
+    /// Starts the hook and its lifecycle worker (needs a Tokio runtime).
+    pub fn start(registry: Arc<dyn RegistryStore>, config: DeviceAuthConfig) -> Arc<DeviceAuth> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let broker = Arc::new(OnceLock::new());
+        tokio::spawn(record_lifecycle(registry.clone(), broker.clone(), rx));
+        Arc::new(DeviceAuth {
+            registry,
+            config,
+            recent_connects: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            lifecycle: tx,
+            broker,
+        })
+    }
+
+    /// Gives the hook the broker it serves, for status messages.
+    pub fn attach_broker(&self, broker: Broker) {
+        let _ = self.broker.set(broker);
+    }
+
+    /// Whether another sign-in of `key` now stays within the per-minute limit.
+    fn admit(&self, key: &str) -> bool {
+        let now = Instant::now();
+        let mut recent = self.recent_connects.lock();
+        if recent.len() > 100_000 {
+            recent.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|t| now - *t < Duration::from_secs(60))
+            });
+        }
+        let times = recent.entry(key.to_owned()).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now - *t >= Duration::from_secs(60))
+        {
+            times.pop_front();
+        }
+        if times.len() >= self.config.connects_per_minute {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
+
+    async fn sign_in(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
+        let Some(username) = req.username else {
+            return self.application(req);
+        };
+        let Ok(identity) = DeviceIdentity::from_username(username) else {
+            return self.application(req);
+        };
+        let client_id = ClientId::parse(req.client_id).map_err(|error| {
+            tracing::debug!(%error, client_id = req.client_id, "bad device client id");
+            ReasonCode::ClientIdentifierNotValid
+        })?;
+        let key = identity_key(&identity);
+        let login = client_id.login_kind();
+        if matches!(login, LoginKind::DeviceSecret | LoginKind::Token) {
+            let (lo, hi) = self.config.keep_alive;
+            if req.keep_alive < lo || req.keep_alive > hi {
+                tracing::debug!(
+                    device = key,
+                    keep_alive = req.keep_alive,
+                    "keep alive out of range"
+                );
+                return Err(ReasonCode::ImplementationSpecificError);
+            }
+        }
+        if !self.admit(&key) {
+            tracing::debug!(device = key, "too many connects in a minute");
+            return Err(ReasonCode::ConnectionRateExceeded);
+        }
+        let product = self
+            .registry
+            .get_product(&identity.product_key)
+            .await
+            .map_err(backend)?
+            .ok_or(ReasonCode::BadUserNameOrPassword)?;
+        let password = std::str::from_utf8(req.password.unwrap_or_default())
+            .map_err(|_| ReasonCode::BadUserNameOrPassword)?;
+        match login {
+            LoginKind::DeviceSecret => {
+                let device = self.device(&identity).await?;
+                let content = lode_alink::mqtt_sign_content(
+                    &client_id.prefix,
+                    &identity.device_name,
+                    &identity.product_key,
+                    client_id.timestamp.as_deref(),
+                );
+                if !lode_alink::verify_signature(
+                    client_id.effective_sign_method(),
+                    &device.device_secret,
+                    &content,
+                    password,
+                ) {
+                    return Err(ReasonCode::BadUserNameOrPassword);
+                }
+                self.device_principal(identity, &client_id).await
+            }
+            LoginKind::Token => {
+                self.device(&identity).await?;
+                let valid = self.tokens.lock().get(&key).is_some_and(|tokens| {
+                    tokens.iter().any(|(_, token)| {
+                        lode_alink::verify_hex(token.as_bytes(), &hex(password.as_bytes()))
+                    })
+                });
+                if !valid {
+                    return Err(ReasonCode::BadUserNameOrPassword);
+                }
+                self.device_principal(identity, &client_id).await
+            }
+            LoginKind::Register | LoginKind::RegisterNoWhitelist => {
+                self.register(identity, &client_id, &product, password, login)
+                    .await
+            }
+        }
+    }
+
+    fn application(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
+        if !self.config.allow_applications {
+            return Err(ReasonCode::BadUserNameOrPassword);
+        }
+        Ok(Principal {
+            name: req.username.unwrap_or("application").to_owned(),
+            ext: Some(Arc::new(Client::Application)),
+            ..Principal::default()
+        })
+    }
+
+    /// The registered device, refusing unknown and disabled ones.
+    async fn device(&self, identity: &DeviceIdentity) -> Result<lode_registry::Device, ReasonCode> {
+        let device = self
+            .registry
+            .get_device(&identity.product_key, &identity.device_name)
+            .await
+            .map_err(backend)?
+            .ok_or(ReasonCode::BadUserNameOrPassword)?;
+        if device.state == DeviceState::Disabled {
+            return Err(ReasonCode::NotAuthorized);
+        }
+        Ok(device)
+    }
+
+    async fn device_principal(
+        &self,
+        identity: DeviceIdentity,
+        client_id: &ClientId,
+    ) -> Result<Principal, ReasonCode> {
+        let categories = self
+            .registry
+            .list_topic_categories(&identity.product_key)
+            .await
+            .map_err(backend)?;
+        let categories: Vec<lode_alink::TopicCategory> = categories
+            .iter()
+            .filter_map(|c| {
+                lode_alink::TopicCategory::new(&c.template, permission(c.permission)).ok()
+            })
+            .collect();
+        let permissions =
+            DevicePermissions::new(&identity.product_key, &identity.device_name, &categories)
+                .map_err(|_| ReasonCode::BadUserNameOrPassword)?;
+        let auto_subscriptions = if client_id.server_subscribe {
+            lode_alink::auto_subscriptions(&identity.product_key, &identity.device_name)
+                .into_iter()
+                .map(|filter| (filter, QoS::AtLeastOnce))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Principal {
+            name: identity_key(&identity),
+            unique_key: Some(identity_key(&identity)),
+            auto_subscriptions,
+            greetings: Vec::new(),
+            ext: Some(Arc::new(Client::Device {
+                identity,
+                permissions,
+            })),
+        })
+    }
+
+    /// Dynamic registration over MQTT (`register` and `regnwl`).
+    async fn register(
+        &self,
+        identity: DeviceIdentity,
+        client_id: &ClientId,
+        product: &Product,
+        password: &str,
+        login: LoginKind,
+    ) -> Result<Principal, ReasonCode> {
+        if !product.dynamic_registration {
+            return Err(ReasonCode::NotAuthorized);
+        }
+        let random = client_id
+            .random
+            .as_deref()
+            .ok_or(ReasonCode::BadUserNameOrPassword)?;
+        let content =
+            lode_alink::register_sign_content(&identity.device_name, &identity.product_key, random);
+        let method = client_id
+            .sign_method
+            .unwrap_or(lode_alink::SignMethod::REGISTER_DEFAULT);
+        if !lode_alink::verify_signature(method, &product.product_secret, &content, password) {
+            return Err(ReasonCode::BadUserNameOrPassword);
+        }
+        let key = identity_key(&identity);
+        let greeting = if login == LoginKind::Register {
+            // Pre-registered devices only, and only once.
+            let device = self.device(&identity).await?;
+            if device.dynamically_registered || device.activated_at.is_some() {
+                return Err(ReasonCode::NotAuthorized);
+            }
+            match self
+                .registry
+                .mark_dynamically_registered(&identity.product_key, &identity.device_name)
+                .await
+            {
+                Ok(_) => {}
+                Err(RegistryError::DeviceAlreadyRegistered(_)) => {
+                    return Err(ReasonCode::NotAuthorized);
+                }
+                Err(error) => return Err(backend(error)),
+            }
+            let body = serde_json::json!({
+                "productKey": identity.product_key,
+                "deviceName": identity.device_name,
+                "deviceSecret": device.device_secret,
+            });
+            ("/ext/register".to_owned(), Bytes::from(body.to_string()))
+        } else {
+            match self
+                .registry
+                .get_device(&identity.product_key, &identity.device_name)
+                .await
+                .map_err(backend)?
+            {
+                Some(d) if d.state == DeviceState::Disabled => {
+                    return Err(ReasonCode::NotAuthorized);
+                }
+                Some(_) => {}
+                None => {
+                    let new = NewDevice {
+                        dynamically_registered: true,
+                        ..NewDevice::new(identity.device_name.clone())
+                    };
+                    match self
+                        .registry
+                        .create_device(&identity.product_key, new)
+                        .await
+                    {
+                        Ok(_) | Err(RegistryError::DeviceAlreadyExists { .. }) => {}
+                        Err(error) => return Err(backend(error)),
+                    }
+                }
+            }
+            let token = hex(&rand::random::<[u8; 16]>());
+            let login_client_id = format!(
+                "{}.{}_{}",
+                identity.product_key,
+                identity.device_name,
+                &token[..8]
+            );
+            {
+                let mut tokens = self.tokens.lock();
+                let list = tokens.entry(key).or_default();
+                list.push_back((login_client_id.clone(), token.clone()));
+                while list.len() > self.config.tokens_per_device {
+                    list.pop_front();
+                }
+            }
+            let body = serde_json::json!({
+                "clientId": login_client_id,
+                "productKey": identity.product_key,
+                "deviceName": identity.device_name,
+                "deviceToken": token,
+            });
+            ("/ext/regnwl".to_owned(), Bytes::from(body.to_string()))
+        };
+        Ok(Principal {
+            name: format!("register:{}", identity_key(&identity)),
+            unique_key: None,
+            auto_subscriptions: Vec::new(),
+            greetings: vec![greeting],
+            ext: Some(Arc::new(Client::Registration)),
+        })
+    }
+}
+
+impl AuthHook for DeviceAuth {
+    fn authenticate<'a>(
+        &'a self,
+        req: &'a ConnectRequest<'a>,
+    ) -> BoxFuture<'a, Result<Principal, ReasonCode>> {
+        Box::pin(self.sign_in(req))
+    }
+
+    fn authorize_publish(&self, principal: &Principal, topic: &str) -> bool {
+        match client(principal) {
+            Some(Client::Device { permissions, .. }) => permissions.can_publish(topic),
+            Some(Client::Application) => true,
+            _ => false,
+        }
+    }
+
+    fn authorize_subscribe(&self, principal: &Principal, filter: &str) -> bool {
+        match client(principal) {
+            Some(Client::Device { permissions, .. }) => permissions.can_subscribe(filter),
+            Some(Client::Application) => true,
+            _ => false,
+        }
+    }
+
+    fn connected(&self, principal: &Principal, _client_id: &str, peer: SocketAddr) {
+        if let Some(Client::Device { identity, .. }) = client(principal) {
+            let _ = self.lifecycle.send(Lifecycle {
+                identity: identity.clone(),
+                online: true,
+                at: chrono::Utc::now(),
+                ip: Some(peer.ip().to_string()),
+                reason: None,
+            });
+        }
+    }
+
+    fn disconnected(&self, principal: &Principal, _client_id: &str, reason: CloseReason) {
+        if let Some(Client::Device { identity, .. }) = client(principal) {
+            let reason = match reason {
+                CloseReason::Client => "client disconnected".to_owned(),
+                CloseReason::Transport => "connection lost".to_owned(),
+                CloseReason::Server(code) => format!("closed by the server: {code:?}"),
+            };
+            let _ = self.lifecycle.send(Lifecycle {
+                identity: identity.clone(),
+                online: false,
+                at: chrono::Utc::now(),
+                ip: None,
+                reason: Some(reason),
+            });
+        }
+    }
+}
+
+/// Records lifecycle changes in arrival order and publishes status messages.
+async fn record_lifecycle(
+    registry: Arc<dyn RegistryStore>,
+    broker: Arc<OnceLock<Broker>>,
+    mut rx: mpsc::UnboundedReceiver<Lifecycle>,
+) {
+    while let Some(event) = rx.recv().await {
+        let id = &event.identity;
+        let state = if event.online {
+            DeviceState::Online
+        } else {
+            DeviceState::Offline
+        };
+        let result = registry
+            .set_device_state(
+                &id.product_key,
+                &id.device_name,
+                state,
+                event.at,
+                event.ip.as_deref(),
+                event.reason.as_deref(),
+            )
+            .await;
+        if let Err(error) = result {
+            tracing::debug!(%error, device = identity_key(id), "device state not recorded");
+        }
+        if let Some(broker) = broker.get() {
+            let status = serde_json::json!({
+                "status": if event.online { "online" } else { "offline" },
+                "productKey": id.product_key,
+                "deviceName": id.device_name,
+                "time": event.at.to_rfc3339(),
+                "lastTime": event.at.timestamp_millis(),
+                "clientIp": event.ip,
+                "reason": event.reason,
+            });
+            let topic = format!("/as/mqtt/status/{}/{}", id.product_key, id.device_name);
+            let payload = Bytes::from(status.to_string());
+            if let Err(error) = broker
+                .publish(&topic, payload, QoS::AtLeastOnce, false)
+                .await
+            {
+                tracing::warn!(%error, "device status message not published");
+            }
+        }
+    }
+}
+
+fn client(principal: &Principal) -> Option<&Client> {
+    principal.ext.as_ref()?.downcast_ref::<Client>()
+}
+
+/// The identity key of a device: `"{productKey}/{deviceName}"`.
+pub fn identity_key(identity: &DeviceIdentity) -> String {
+    format!("{}/{}", identity.product_key, identity.device_name)
+}
+
+fn permission(p: TopicPermission) -> Permission {
+    match p {
+        TopicPermission::Pub => Permission::Pub,
+        TopicPermission::Sub => Permission::Sub,
+        TopicPermission::PubSub => Permission::PubSub,
+    }
+}
+
+fn backend(error: RegistryError) -> ReasonCode {
+    tracing::warn!(%error, "registry unavailable at sign-in");
+    ReasonCode::ServerUnavailable
+}
+
+fn hex(bytes: &[u8]) -> String {
+    lode_alink::hex_lower(bytes)
+}
