@@ -3,7 +3,7 @@
 //! with a signed call; then throttling per client IP and per account.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -88,11 +88,13 @@ pub(crate) fn ms_to_datetime(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// The client's address, when the server was built with connect info.
-pub(crate) fn client_ip(req: &Request) -> IpAddr {
+/// The client's address, when the server was built with connect info
+/// (`into_make_service_with_connect_info::<SocketAddr>()`); without it there is
+/// no per-IP throttling, rather than one quota shared by every client.
+pub(crate) fn client_ip(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+        .map(|c| c.0.ip())
 }
 
 /// Middleware of unsigned routes: throttling per client IP only.
@@ -102,8 +104,9 @@ pub(crate) async fn throttle_ip(
     next: Next,
 ) -> Response {
     state.housekeeping();
-    let ip = client_ip(&req);
-    if let Err(e) = state.shared.throttle.check_ip(Class::Other, ip) {
+    if let Some(ip) = client_ip(&req)
+        && let Err(e) = state.shared.throttle.check_ip(Class::Other, ip)
+    {
         return e.into_response();
     }
     next.run(req).await
@@ -132,8 +135,9 @@ fn header<'a>(req: &'a Request, name: &'static str) -> Result<&'a str, ApiError>
 async fn check(state: &ApiState, req: Request) -> Result<Request, ApiError> {
     state.housekeeping();
     let class = Class::of_path(req.uri().path());
-    let ip = client_ip(&req);
-    state.shared.throttle.check_ip(class, ip)?;
+    if let Some(ip) = client_ip(&req) {
+        state.shared.throttle.check_ip(class, ip)?;
+    }
     let now = now_ms();
 
     let bearer = req

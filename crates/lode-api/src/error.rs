@@ -93,6 +93,7 @@ fn registry_status(e: &RegistryError) -> StatusCode {
         AccountNotEmpty(_)
         | ProductNotEmpty { .. }
         | DeviceAlreadyExists { .. }
+        | DeviceAlreadyRegistered(_)
         | TopicCategoryAlreadyExists { .. }
         | DeviceDisabled(_) => StatusCode::CONFLICT,
         Corrupt(_) | Migration { .. } | Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -13,8 +13,8 @@
 //! Errors are `{"code", "message", "requestId"}` with the status and code
 //! decided in one place ([`ApiError::status_and_code`]). Client IPs come from
 //! axum's `ConnectInfo<SocketAddr>`: serve with
-//! `into_make_service_with_connect_info::<SocketAddr>()`, or every client
-//! shares one per-IP quota.
+//! `into_make_service_with_connect_info::<SocketAddr>()`; without it the
+//! per-IP quotas are not enforced (the per-account ones are).
 
 mod auth;
 mod config;
@@ -65,8 +65,6 @@ struct Shared {
     throttle: Throttle,
     jobs: Jobs,
     last_housekeeping_ms: AtomicI64,
-    /// Serializes HTTPS dynamic registrations (check, then mark).
-    register_lock: tokio::sync::Mutex<()>,
     /// The OpenAPI document, rendered once.
     openapi: std::sync::OnceLock<String>,
 }
@@ -79,7 +77,6 @@ impl ApiState {
             throttle: Throttle::new(&config.throttle),
             jobs: Jobs::default(),
             last_housekeeping_ms: AtomicI64::new(auth::now_ms()),
-            register_lock: tokio::sync::Mutex::new(()),
             openapi: std::sync::OnceLock::new(),
         });
         ApiState {
@@ -138,7 +135,10 @@ impl ApiState {
 
 /// The management API's routes, ready to merge into the server's router.
 pub fn router(state: ApiState) -> Router {
-    routes::build(state).layer(axum::middleware::from_fn(request_id))
+    let limit = state.config.max_body_bytes;
+    routes::build(state)
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_id))
 }
 
 fn new_request_id() -> String {

@@ -9,15 +9,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use lode_alink::RegisterRequest;
-use lode_registry::{DeviceState, Tags};
+use lode_registry::{DeviceState, RegistryError};
 
 use crate::ApiState;
 use crate::dto::{RegisterData, RegisterReply};
-
-/// Tag recording that a device obtained its secret by HTTPS dynamic
-/// registration (set with the time, unix ms). The registry has no dedicated
-/// write for `Device::dynamically_registered` yet; either marks the device.
-pub(crate) const REGISTERED_TAG: &str = "_lode.dynreg";
 
 /// Why a registration was refused; the number is both the HTTP status and the
 /// `code` of the reply.
@@ -119,9 +114,6 @@ async fn register(s: &ApiState, body: &[u8]) -> Result<RegisterData, RegisterErr
     if !req.verify(&product.product_secret) {
         return Err(RegisterError::BadSign);
     }
-    // One registration at a time, so that two concurrent requests for the same
-    // device cannot both pass the check below.
-    let _guard = s.shared.register_lock.lock().await;
     let device = s
         .registry
         .get_device(pk, dn)
@@ -130,18 +122,15 @@ async fn register(s: &ApiState, body: &[u8]) -> Result<RegisterData, RegisterErr
     if device.state == DeviceState::Disabled {
         return Err(RegisterError::DeviceDisabled(format!("{pk}/{dn}")));
     }
-    if device.dynamically_registered
-        || device.activated_at.is_some()
-        || device.tags.contains_key(REGISTERED_TAG)
-    {
-        return Err(RegisterError::AlreadyRegistered(format!("{pk}/{dn}")));
-    }
-    let mut mark = Tags::new();
-    mark.insert(
-        REGISTERED_TAG.to_owned(),
-        chrono::Utc::now().timestamp_millis().to_string(),
-    );
-    s.registry.set_device_tags(pk, dn, mark).await?;
+    // Atomic in the registry: of two concurrent requests, one wins.
+    let device = match s.registry.mark_dynamically_registered(pk, dn).await {
+        Ok(d) => d,
+        Err(RegistryError::DeviceAlreadyRegistered(id)) => {
+            return Err(RegisterError::AlreadyRegistered(id));
+        }
+        Err(RegistryError::DeviceNotFound(id)) => return Err(RegisterError::DeviceNotFound(id)),
+        Err(e) => return Err(e.into()),
+    };
     Ok(RegisterData {
         product_key: device.product_key,
         device_name: device.device_name,

@@ -1,6 +1,7 @@
 //! HTTPS dynamic registration (`POST /auth/register/device`).
 
 use lode_alink::{SignMethod, register_sign_content, sign};
+use lode_registry::DeviceState;
 use serde_json::{Value, json};
 
 use crate::harness::{Api, Resp, http};
@@ -64,8 +65,39 @@ async fn dynamic_registration() {
     );
     assert_eq!(String::from_utf8_lossy(&r.body), expected);
 
+    let d = api
+        .call(
+            "GET",
+            &format!("/api/v1/products/{pk}/devices/newdev01"),
+            None,
+        )
+        .await
+        .ok(200);
+    assert_eq!(d["dynamicallyRegistered"], true);
+
     // Once only.
     refused(&register(&api, &pk, "newdev01", &ps).await, 409);
+
+    // Not after the device has connected.
+    api.call(
+        "POST",
+        &format!("/api/v1/products/{pk}/devices"),
+        Some(json!({"deviceName": "newdev03"})),
+    )
+    .await
+    .ok(201);
+    api.registry
+        .set_device_state(
+            &pk,
+            "newdev03",
+            DeviceState::Online,
+            chrono::Utc::now(),
+            None,
+            None,
+        )
+        .await
+        .expect("online");
+    refused(&register(&api, &pk, "newdev03", &ps).await, 409);
 
     // Bad signature, unknown device, unknown product, malformed form.
     api.call(

@@ -337,3 +337,31 @@ async fn unknown_routes_and_methods() {
         .await;
     r.assert_error(400, "InvalidParameter");
 }
+
+#[tokio::test]
+async fn tokens_expire_and_housekeeping_runs() {
+    let config = ApiConfig {
+        token_ttl: std::time::Duration::from_millis(300),
+        housekeeping_interval: std::time::Duration::ZERO,
+        ..ApiConfig::default()
+    };
+    let api = Api::start_with(config, Arc::new(AllowAnonymous)).await;
+    let t = api.call("POST", "/api/v1/tokens", None).await.ok(201);
+    let token = t["token"].as_str().expect("token");
+    api.call_bearer(token, "GET", "/api/v1/products", None)
+        .await
+        .ok(200);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    api.call_bearer(token, "GET", "/api/v1/products", None)
+        .await
+        .assert_error(401, "InvalidToken");
+    // Nonces are still remembered while their timestamp is in the window,
+    // whatever the housekeeping.
+    let h = sign(&api.key, "GET", "/api/v1/products", b"", now_ms(), "again");
+    http(api.addr, "GET", "/api/v1/products", &h, b"")
+        .await
+        .ok(200);
+    http(api.addr, "GET", "/api/v1/products", &h, b"")
+        .await
+        .assert_error(403, "RequestReplayed");
+}
