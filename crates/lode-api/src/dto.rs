@@ -79,7 +79,7 @@ pub struct ProductDto {
     pub auth_type: AuthType,
     pub dynamic_registration: bool,
     pub description: String,
-    pub tags: TagMap,
+    pub tags: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -123,7 +123,7 @@ pub struct CreateProduct {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
-    pub tags: TagMap,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// `PATCH /products/{productKey}`; absent fields are kept.
@@ -159,7 +159,7 @@ pub struct PageQuery {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagsBody {
-    pub tags: TagMap,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// `DELETE .../tags?keys=a,b`: tag keys to remove, comma-separated.
@@ -243,7 +243,7 @@ pub struct DeviceDto {
     pub last_offline_at: Option<DateTime<Utc>>,
     pub last_ip: Option<String>,
     pub firmware_version: Option<String>,
-    pub tags: TagMap,
+    pub tags: BTreeMap<String, String>,
     pub dynamically_registered: bool,
     pub created_at: DateTime<Utc>,
 }

@@ -22,7 +22,6 @@ async fn owned_key(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<()> {
 #[utoipa::path(post, path = "/api/v1/accessKeys", tag = "accessKeys",
     responses(
         (status = 201, body = AccessKeyDto, description = "The new key, with its secret"),
-        (status = "4XX", body = ErrorBody, description = "Authentication or throttling error"),
     ))]
 pub(crate) async fn create_access_key(
     State(s): State<ApiState>,
@@ -36,7 +35,6 @@ pub(crate) async fn create_access_key(
 #[utoipa::path(get, path = "/api/v1/accessKeys", tag = "accessKeys",
     responses(
         (status = 200, body = AccessKeyList),
-        (status = "4XX", body = ErrorBody, description = "Authentication or throttling error"),
     ))]
 pub(crate) async fn list_access_keys(
     State(s): State<ApiState>,

@@ -86,6 +86,78 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+/// Documents the authentication and throttling errors on every signed operation.
+fn add_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    const COMMON: [(&str, &str); 3] = [
+        ("401", "MissingSignature, AccessKeyNotFound, InvalidToken"),
+        (
+            "403",
+            "RequestExpired, RequestReplayed, AccessKeyDisabled, SignatureDoesNotMatch",
+        ),
+        ("429", "Throttling"),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        // Every response object needs a description (OpenAPI 3.1).
+        let all = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in all.into_iter().flatten() {
+            for (status, resp) in op.responses.responses.iter_mut() {
+                if let RefOr::T(resp) = resp
+                    && resp.description.is_empty()
+                {
+                    resp.description = status
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|s| axum::http::StatusCode::from_u16(s).ok())
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("Success")
+                        .to_owned();
+                }
+            }
+        }
+        if !path.starts_with("/api/v1/") || path == OPENAPI_PATH {
+            continue;
+        }
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            for (status, codes) in COMMON {
+                match op.responses.responses.get_mut(status) {
+                    Some(RefOr::T(resp)) => {
+                        resp.description = format!("{}; {codes}", resp.description);
+                    }
+                    Some(RefOr::Ref(_)) => {}
+                    None => {
+                        let resp = ResponseBuilder::new()
+                            .description(codes)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                    .build(),
+                            )
+                            .build();
+                        op.responses
+                            .responses
+                            .insert(status.to_owned(), RefOr::T(resp));
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn build(state: ApiState) -> Router {
     let (signed, mut doc) = OpenApiRouter::<ApiState>::with_openapi(ApiDoc::openapi())
         .routes(routes!(keys::create_access_key, keys::list_access_keys))
@@ -129,6 +201,7 @@ pub(crate) fn build(state: ApiState) -> Router {
         .layer(from_fn_with_state(state.clone(), throttle_ip))
         .split_for_parts();
     doc.merge(public_doc);
+    add_common_errors(&mut doc);
     let json = doc.to_json().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot render the OpenAPI document");
         String::from("{}")

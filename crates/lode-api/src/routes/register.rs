@@ -73,7 +73,7 @@ impl From<lode_registry::RegistryError> for RegisterError {
 /// Dynamic registration over HTTPS. Form body
 /// `productKey=..&deviceName=..&random=..&sign=..&signMethod=hmacsha256`, where
 /// `sign = hex(HMAC-SHA256(ProductSecret, "deviceName"+dn+"productKey"+pk+"random"+random))`.
-#[utoipa::path(post, path = "/auth/register/device", tag = "deviceAuth",
+#[utoipa::path(post, path = "/auth/register/device", tag = "deviceAuth", security(()),
     request_body(content = String, content_type = "application/x-www-form-urlencoded",
         description = "productKey, deviceName, random, sign, signMethod=hmacsha256"),
     responses(

@@ -318,8 +318,53 @@ async fn openapi_lists_every_path() {
     }
     assert_eq!(paths.len(), expected.len(), "{:?}", paths.keys());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    assert!(doc["components"]["schemas"].get("BTreeMap").is_none());
     assert!(doc["components"]["schemas"]["DeviceDto"].is_object());
     assert!(doc["components"]["securitySchemes"]["accessKeySignature"].is_object());
+    // Every signed operation documents the authentication and throttling errors.
+    for (path, item) in paths {
+        if !path.starts_with("/api/v1/") || path == "/api/v1/openapi.json" {
+            continue;
+        }
+        for (method, op) in item.as_object().expect("path item") {
+            for (status, resp) in op["responses"].as_object().expect("responses") {
+                assert!(
+                    resp["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {status} has no description"
+                );
+            }
+            for status in ["401", "403", "429"] {
+                assert!(
+                    op["responses"][status].is_object(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+            assert!(
+                op["responses"]["401"]["description"]
+                    .as_str()
+                    .expect("description")
+                    .contains("MissingSignature")
+            );
+        }
+    }
+    let dev = &paths["/api/v1/products/{productKey}/devices"]["get"];
+    let params: Vec<&str> = dev["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    for q in [
+        "productKey",
+        "state",
+        "name",
+        "tagKey",
+        "tagValue",
+        "pageNo",
+        "pageSize",
+    ] {
+        assert!(params.contains(&q), "{q} missing from {params:?}");
+    }
 }
 
 #[tokio::test]
