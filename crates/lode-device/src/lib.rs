@@ -228,7 +228,7 @@ impl DeviceAuth {
 
     fn application(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
         if !self.config.allow_applications {
-            return Err(ReasonCode::BadUserNameOrPassword);
+            return Err(ReasonCode::NotAuthorized);
         }
         Ok(Principal {
             name: req.username.unwrap_or("application").to_owned(),

@@ -312,7 +312,7 @@ async fn refusals_have_the_right_codes() {
     };
     assert_eq!(
         Client::connect(p.addr, anonymous).await.1,
-        ReasonCode::BadUserNameOrPassword
+        ReasonCode::NotAuthorized
     );
     p.broker.shutdown().await;
 }

@@ -23,6 +23,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LODESTONE_STORAGE", value_enum)]
     pub storage: Option<StorageKind>,
 
+    /// PostgreSQL URL of the device registry, to share it between nodes (postgres://…)
+    /// [default: an SQLite file in the data directory]
+    #[arg(long, env = "LODESTONE_REGISTRY_URL", value_name = "URL")]
+    pub registry_url: Option<String>,
+
     /// Address of the MQTT over TCP listener [default: 0.0.0.0:1883]
     #[arg(long, env = "LODESTONE_MQTT_ADDR", value_name = "ADDR")]
     pub mqtt_addr: Option<SocketAddr>,

@@ -32,6 +32,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Storage backend.
     pub storage: StorageKind,
+    /// PostgreSQL URL of the device registry; `None`: SQLite in the data directory.
+    pub registry_url: Option<String>,
+    /// AccessKey `(id, secret)` given to the admin account created on first start
+    /// (`LODESTONE_ADMIN_ACCESS_KEY_ID`/`_SECRET`); generated and printed once when unset.
+    pub admin_key: Option<(String, String)>,
     /// Listener addresses.
     pub listeners: ListenerAddrs,
     /// TLS settings; `None` disables the `mqtts` and `wss` listeners.
@@ -57,6 +62,8 @@ impl Default for ServerConfig {
         ServerConfig {
             data_dir: PathBuf::from("./lodestone-data"),
             storage: StorageKind::Embedded,
+            registry_url: None,
+            admin_key: None,
             listeners: ListenerAddrs::default(),
             tls: None,
             allow_anonymous: false,
@@ -199,7 +206,25 @@ pub fn load_with_env(args: &ServeArgs, env: &Env) -> Result<ServerConfig, Config
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
     };
-    resolve(&file, env, args).map_err(ConfigError::Invalid)
+    let mut config = resolve(&file, env, args).map_err(ConfigError::Invalid)?;
+    // The bootstrap key is a secret: environment only, never a flag or the file.
+    let id = env
+        .get("LODESTONE_ADMIN_ACCESS_KEY_ID")
+        .filter(|v| !v.is_empty());
+    let secret = env
+        .get("LODESTONE_ADMIN_ACCESS_KEY_SECRET")
+        .filter(|v| !v.is_empty());
+    config.admin_key = match (id, secret) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::Invalid(Problems(vec![
+                "LODESTONE_ADMIN_ACCESS_KEY_ID and LODESTONE_ADMIN_ACCESS_KEY_SECRET go together"
+                    .to_owned(),
+            ])));
+        }
+    };
+    Ok(config)
 }
 
 /// Reads and parses one config file.

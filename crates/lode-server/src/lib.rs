@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use lode_broker::{AllowAnonymous, AuthHook, Broker, DenyAll, DenySubscribe};
+use lode_broker::{AuthHook, Broker, DenySubscribe};
+use lode_device::{DeviceAuth, DeviceAuthConfig};
+use lode_registry::{PgRegistry, RegistryLimits, RegistryStore, SqliteRegistry};
 use lode_store::BrokerStore;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -51,6 +53,9 @@ pub struct Server {
     http: TcpListener,
     routes: axum::Router,
     ready: Arc<AtomicBool>,
+    registry: Arc<dyn RegistryStore>,
+    /// Holds the registry of a memory-storage server; removed when the server is dropped.
+    _registry_dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -85,19 +90,22 @@ impl Server {
         let http = bind("http", addrs.http).await?;
 
         let store = open_store(&config).await?;
-        let auth: Arc<dyn AuthHook> = if config.allow_anonymous {
+        let (registry, registry_dir) = open_registry(&config).await?;
+        bootstrap(registry.as_ref(), config.admin_key.as_ref()).await?;
+        let device_auth = DeviceAuth::start(
+            registry.clone(),
+            DeviceAuthConfig {
+                allow_applications: config.allow_anonymous,
+                ..DeviceAuthConfig::default()
+            },
+        );
+        if config.allow_anonymous {
             tracing::warn!(
-                "anonymous mode: every MQTT client is accepted and may publish and subscribe anywhere"
+                "anonymous mode: clients without a device identity are accepted and may publish \
+                 and subscribe anywhere; devices still sign in with their secrets"
             );
-            Arc::new(AllowAnonymous)
-        } else {
-            tracing::warn!(
-                "no device authentication is configured: every MQTT client will be refused (not authorized); \
-                 for development, start with --allow-anonymous (or LODESTONE_ALLOW_ANONYMOUS=true, \
-                 or allow_anonymous = true in the config file)"
-            );
-            Arc::new(DenyAll)
-        };
+        }
+        let auth: Arc<dyn AuthHook> = device_auth.clone();
         let auth: Arc<dyn AuthHook> = if config.deny_subscribe.is_empty() {
             auth
         } else {
@@ -108,6 +116,7 @@ impl Server {
         let broker = Broker::open(config.broker.clone(), store, auth)
             .await
             .context("failed to open the broker")?;
+        device_auth.attach_broker(broker.clone());
 
         Ok(Server {
             config,
@@ -118,6 +127,8 @@ impl Server {
             wss,
             http,
             routes: axum::Router::new(),
+            registry,
+            _registry_dir: registry_dir,
             ready: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -152,6 +163,11 @@ impl Server {
         &self.broker
     }
 
+    /// The device registry.
+    pub fn registry(&self) -> &Arc<dyn RegistryStore> {
+        &self.registry
+    }
+
     /// Adds routes (the management API) to the HTTP listener, next to `/healthz`, `/readyz`
     /// and `/metrics`.
     pub fn merge_routes(mut self, routes: axum::Router) -> Server {
@@ -174,6 +190,9 @@ impl Server {
             http,
             routes,
             ready,
+            // Kept until the end: the device hook and the API use them while draining.
+            registry: _registry,
+            _registry_dir,
         } = self;
 
         let root = CancellationToken::new();
@@ -276,6 +295,92 @@ fn local_addr(listener: &TcpListener) -> SocketAddr {
 /// Largest WebSocket message accepted: room for a few packets of the largest allowed size.
 fn ws_max_message(max_packet_size: u32) -> usize {
     (max_packet_size as usize).saturating_mul(2).max(64 * 1024)
+}
+
+/// Opens the device registry: PostgreSQL when a URL is configured, else an SQLite
+/// file in the data directory (in a temporary directory with memory storage).
+async fn open_registry(
+    config: &ServerConfig,
+) -> anyhow::Result<(Arc<dyn RegistryStore>, Option<tempfile::TempDir>)> {
+    if let Some(url) = &config.registry_url {
+        let registry = PgRegistry::connect(url, RegistryLimits::default())
+            .await
+            .context("failed to open the PostgreSQL registry")?;
+        tracing::info!("device registry in PostgreSQL");
+        return Ok((Arc::new(registry), None));
+    }
+    let (dir, temp) = match config.storage {
+        StorageKind::Memory => {
+            let temp = tempfile::tempdir().context("failed to create a temporary directory")?;
+            (temp.path().to_owned(), Some(temp))
+        }
+        StorageKind::Embedded => (config.data_dir.clone(), None),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("failed to create data directory {}", dir.display()))?;
+    let path = dir.join("registry.db");
+    let registry = SqliteRegistry::open(&path, RegistryLimits::default())
+        .await
+        .with_context(|| format!("failed to open the registry at {}", path.display()))?;
+    Ok((Arc::new(registry), temp))
+}
+
+/// First start: creates the admin account and its first AccessKey, taken from
+/// `admin_key` when given, otherwise generated and printed once.
+async fn bootstrap(
+    registry: &dyn RegistryStore,
+    admin_key: Option<&(String, String)>,
+) -> anyhow::Result<()> {
+    let accounts = registry
+        .list_accounts()
+        .await
+        .context("failed to read accounts")?;
+    let account = match accounts.into_iter().next() {
+        Some(account) => {
+            if let Some((id, secret)) = admin_key
+                && registry
+                    .get_access_key(id)
+                    .await
+                    .context("failed to read access keys")?
+                    .is_none()
+            {
+                registry
+                    .import_access_key(&account.id, id, secret)
+                    .await
+                    .context("failed to add the admin access key")?;
+            }
+            return Ok(());
+        }
+        None => registry
+            .create_account("admin")
+            .await
+            .context("failed to create the admin account")?,
+    };
+    match admin_key {
+        Some((id, secret)) => {
+            registry
+                .import_access_key(&account.id, id, secret)
+                .await
+                .context("failed to add the admin access key")?;
+            tracing::info!(access_key_id = %id, "admin account created with the configured access key");
+        }
+        None => {
+            let key = registry
+                .create_access_key(&account.id)
+                .await
+                .context("failed to create the admin access key")?;
+            // Printed once, on the first start only: the operator's way in.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "\nadmin account created; its access key (shown only now):\n  \
+                     LODESTONE_ACCESS_KEY_ID={}\n  LODESTONE_ACCESS_KEY_SECRET={}\n",
+                    key.id, key.secret
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn BrokerStore>> {

@@ -20,6 +20,9 @@ pub struct FileConfig {
     /// Storage backend: `"embedded"` (default, durable, inside `data_dir`) or `"memory"`
     /// (nothing survives a restart; for development and tests).
     pub storage: Option<String>,
+    /// PostgreSQL URL of the device registry (`postgres://user@host/db`), shared by several
+    /// nodes. Default: an SQLite file `registry.db` in `data_dir`.
+    pub registry_url: Option<String>,
     /// Accept every MQTT client without credentials and let it publish and subscribe anywhere.
     /// Development only. Default `false`: clients are refused until device authentication exists.
     pub allow_anonymous: Option<bool>,

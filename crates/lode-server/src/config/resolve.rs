@@ -16,6 +16,7 @@ use crate::cli::ServeArgs;
 struct Layer {
     data_dir: Option<PathBuf>,
     storage: Option<StorageKind>,
+    registry_url: Option<String>,
     allow_anonymous: Option<bool>,
     max_connections: Option<usize>,
     mqtt_addr: Option<std::net::SocketAddr>,
@@ -37,6 +38,7 @@ impl Layer {
                 .storage
                 .as_deref()
                 .and_then(|s| parse_enum("storage", s, problems)),
+            registry_url: file.registry_url.clone(),
             allow_anonymous: file.allow_anonymous,
             max_connections: file.max_connections,
             mqtt_addr: file.listeners.mqtt,
@@ -69,6 +71,7 @@ impl Layer {
             data_dir: get("LODESTONE_DATA_DIR").map(PathBuf::from),
             storage: get("LODESTONE_STORAGE")
                 .and_then(|v| parse_enum("LODESTONE_STORAGE", v, problems)),
+            registry_url: get("LODESTONE_REGISTRY_URL").map(str::to_owned),
             allow_anonymous: get("LODESTONE_ALLOW_ANONYMOUS")
                 .and_then(|v| parse_bool("LODESTONE_ALLOW_ANONYMOUS", v, problems)),
             max_connections: get("LODESTONE_MAX_CONNECTIONS")
@@ -90,6 +93,7 @@ impl Layer {
         Layer {
             data_dir: args.data_dir.clone(),
             storage: args.storage,
+            registry_url: args.registry_url.clone(),
             allow_anonymous: args.allow_anonymous,
             max_connections: args.max_connections,
             mqtt_addr: args.mqtt_addr,
@@ -109,6 +113,7 @@ impl Layer {
         Layer {
             data_dir: top.data_dir.or(self.data_dir),
             storage: top.storage.or(self.storage),
+            registry_url: top.registry_url.or(self.registry_url),
             allow_anonymous: top.allow_anonymous.or(self.allow_anonymous),
             max_connections: top.max_connections.or(self.max_connections),
             mqtt_addr: top.mqtt_addr.or(self.mqtt_addr),
@@ -226,6 +231,8 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
     Ok(ServerConfig {
         data_dir: layer.data_dir.unwrap_or(defaults.data_dir),
         storage: layer.storage.unwrap_or(defaults.storage),
+        registry_url: layer.registry_url.or(defaults.registry_url),
+        admin_key: None,
         listeners,
         tls,
         allow_anonymous: layer.allow_anonymous.unwrap_or(defaults.allow_anonymous),
