@@ -20,7 +20,37 @@
 //! lower case, sent in `X-Lode-Signature`.
 //!
 //! Only `hmac`, `sha2` and `hex` are used, so command-line clients can depend on
-//! this module without pulling in the server.
+//! this module without pulling in the server (`lode-api` with
+//! `default-features = false`).
+//!
+//! A client signing `GET /api/v1/products/a1B/devices?state=Online&pageNo=1`:
+//!
+//! ```
+//! use lode_api::signing::{Credentials, canonical_request, signature_headers, verify};
+//!
+//! let key = Credentials { access_key_id: "LTAIexample", secret: "s3cret" };
+//! let headers = signature_headers(
+//!     key,
+//!     "GET",
+//!     "/api/v1/products/a1B/devices",
+//!     "state=Online&pageNo=1",
+//!     b"",
+//!     1_764_300_000_000,
+//!     "9f1c2e",
+//! );
+//! assert_eq!(headers[0], ("x-lode-access-key-id", "LTAIexample".to_owned()));
+//! // What the server recomputes and checks:
+//! let canonical = canonical_request(
+//!     "GET",
+//!     "/api/v1/products/a1B/devices",
+//!     "state=Online&pageNo=1",
+//!     b"",
+//!     "1764300000000",
+//!     "9f1c2e",
+//! );
+//! assert!(canonical.starts_with("GET\n/api/v1/products/a1B/devices\npageNo=1&state=Online\n"));
+//! assert!(verify("s3cret", &canonical, &headers[3].1));
+//! ```
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
