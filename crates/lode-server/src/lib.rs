@@ -6,6 +6,8 @@
 //! Tests and `main` use the same two calls.
 
 pub mod cli;
+pub mod client;
+pub mod commands;
 pub mod config;
 pub mod http;
 mod listener;
@@ -117,6 +119,11 @@ impl Server {
             .await
             .context("failed to open the broker")?;
         device_auth.attach_broker(broker.clone());
+        let api = lode_api::router(lode_api::ApiState::new(
+            registry.clone(),
+            broker.clone(),
+            lode_api::ApiConfig::default(),
+        ));
 
         Ok(Server {
             config,
@@ -126,7 +133,7 @@ impl Server {
             ws,
             wss,
             http,
-            routes: axum::Router::new(),
+            routes: api,
             registry,
             _registry_dir: registry_dir,
             ready: Arc::new(AtomicBool::new(false)),
@@ -228,9 +235,12 @@ impl Server {
         tracing::info!(listener = "http", addr = %local_addr(&http), "listening");
         let http_stop = stop_http.clone();
         let http_task = tracker.spawn(async move {
-            axum::serve(http, app)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
-                .await
+            axum::serve(
+                http,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(http_stop.cancelled_owned())
+            .await
         });
         tracker.close();
 

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use lode_server::Server;
 use lode_server::cli::ServeArgs;
+use lode_server::client::Connection;
+use lode_server::commands::Manage;
 use tracing_subscriber::EnvFilter;
 
 /// Lodestone, a self-hostable IoT platform.
@@ -13,18 +15,23 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: Connection,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: MQTT broker, listeners and HTTP endpoints.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    #[command(flatten)]
+    Manage(Manage),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Manage(command) => manage(command, &cli.connection),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,6 +66,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let server = Server::bind(config).await?;
         server.run(shutdown_signal()).await
     })
+}
+
+fn manage(command: Manage, connection: &Connection) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(lode_server::commands::run(command, connection))
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -5,6 +5,7 @@ mod config;
 mod http;
 mod interop;
 mod mqtt;
+mod platform;
 mod support;
 mod tls;
 mod ws;
