@@ -93,6 +93,22 @@ impl Session {
         }
     }
 
+    /// Tells the attached connection, if any, to close with `reason`.
+    /// Returns whether a connection was attached.
+    pub(crate) fn kick(&self, reason: ReasonCode) -> bool {
+        let attached = {
+            let mut st = self.state.lock();
+            if st.generation != 0 {
+                st.kick = Some(reason);
+            }
+            st.generation != 0
+        };
+        if attached {
+            self.wake.notify_one();
+        }
+        attached
+    }
+
     pub(crate) fn is_online(&self) -> bool {
         self.online.load(Ordering::Relaxed)
     }

@@ -252,32 +252,11 @@ impl Inner {
                 };
             };
 
-            {
-                // Register for the detach notice before looking, so it cannot be missed.
-                let detached = session.detached.notified();
-                tokio::pin!(detached);
-                detached.as_mut().enable();
-                let attached_elsewhere = {
-                    let mut st = session.state.lock();
-                    if st.ended {
-                        continue;
-                    }
-                    if st.generation != 0 {
-                        st.kick = Some(ReasonCode::SessionTakenOver);
-                    }
-                    st.generation != 0
-                };
-                if attached_elsewhere {
-                    stats::inc(&self.stats.takeovers);
-                    session.wake.notify_one();
-                    if tokio::time::timeout(Duration::from_secs(10), detached)
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!(client_id, "previous connection did not detach in time");
-                    }
-                    continue;
-                }
+            if session.state.lock().ended {
+                continue;
+            }
+            if self.take_over(&session).await {
+                continue;
             }
 
             if clean_start {
@@ -371,29 +350,7 @@ impl Inner {
                 self.unique.lock().remove(key);
                 continue;
             };
-            let detached = session.detached.notified();
-            tokio::pin!(detached);
-            detached.as_mut().enable();
-            let attached = {
-                let mut st = session.state.lock();
-                if st.generation != 0 {
-                    st.kick = Some(ReasonCode::SessionTakenOver);
-                }
-                st.generation != 0
-            };
-            if attached {
-                stats::inc(&self.stats.takeovers);
-                session.wake.notify_one();
-                if tokio::time::timeout(Duration::from_secs(10), detached)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        key,
-                        "previous connection of this identity did not end in time"
-                    );
-                }
-            }
+            self.take_over(&session).await;
             let mut unique = self.unique.lock();
             if unique.get(key).is_some_and(|h| *h == holder) {
                 unique.remove(key);
@@ -420,20 +377,28 @@ impl Inner {
 
     /// Ends the connection of `client_id`, if one is attached, with `reason`.
     pub(crate) fn kick_client(&self, client_id: &str, reason: ReasonCode) -> bool {
-        let Some(session) = self.sessions.lock().get(client_id).cloned() else {
+        let session = self.sessions.lock().get(client_id).cloned();
+        session.is_some_and(|s| s.kick(reason))
+    }
+
+    /// Ends the connection attached to `session` (0x8E) and waits until it has
+    /// detached. Returns whether one was attached.
+    async fn take_over(&self, session: &Arc<Session>) -> bool {
+        // Register for the detach notice before kicking, so it cannot be missed.
+        let detached = session.detached.notified();
+        tokio::pin!(detached);
+        detached.as_mut().enable();
+        if !session.kick(ReasonCode::SessionTakenOver) {
             return false;
-        };
-        let attached = {
-            let mut st = session.state.lock();
-            if st.generation != 0 {
-                st.kick = Some(reason);
-            }
-            st.generation != 0
-        };
-        if attached {
-            session.wake.notify_one();
         }
-        attached
+        stats::inc(&self.stats.takeovers);
+        if tokio::time::timeout(Duration::from_secs(10), detached)
+            .await
+            .is_err()
+        {
+            tracing::warn!(client_id = %session.client_id, "previous connection did not detach in time");
+        }
+        true
     }
 
     /// Adds the server-side subscriptions of a connection (no local, no retained).
@@ -461,16 +426,7 @@ impl Inner {
     pub(crate) fn kick_all(&self, reason: ReasonCode) {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for session in sessions {
-            let attached = {
-                let mut st = session.state.lock();
-                if st.generation != 0 {
-                    st.kick = Some(reason);
-                }
-                st.generation != 0
-            };
-            if attached {
-                session.wake.notify_one();
-            }
+            session.kick(reason);
         }
     }
 
