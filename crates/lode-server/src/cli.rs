@@ -50,7 +50,12 @@ pub struct ServeArgs {
     #[arg(long, env = "LODESTONE_HTTP_ADDR", value_name = "ADDR")]
     pub http_addr: Option<SocketAddr>,
 
-    /// PEM file with the server certificate chain (enables the mqtts and wss listeners)
+    /// Address of the HTTPS listener (the HTTP endpoints, management API and device
+    /// registration over TLS), started only when TLS is configured [default: 0.0.0.0:8443]
+    #[arg(long, env = "LODESTONE_HTTPS_ADDR", value_name = "ADDR")]
+    pub https_addr: Option<SocketAddr>,
+
+    /// PEM file with the server certificate chain (enables the mqtts, wss and https listeners)
     #[arg(long, env = "LODESTONE_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 

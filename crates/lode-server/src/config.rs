@@ -39,7 +39,7 @@ pub struct ServerConfig {
     pub admin_key: Option<(String, String)>,
     /// Listener addresses.
     pub listeners: ListenerAddrs,
-    /// TLS settings; `None` disables the `mqtts` and `wss` listeners.
+    /// TLS settings; `None` disables the `mqtts`, `wss` and `https` listeners.
     pub tls: Option<TlsConfig>,
     /// Accept every client without credentials (development mode).
     pub allow_anonymous: bool,
@@ -91,6 +91,7 @@ impl ServerConfig {
                 ws: any,
                 wss: any,
                 http: any,
+                https: any,
             },
             ..ServerConfig::default()
         }
@@ -105,6 +106,8 @@ pub struct ListenerAddrs {
     pub ws: SocketAddr,
     pub wss: SocketAddr,
     pub http: SocketAddr,
+    /// The HTTP router over TLS, bound only when TLS is configured.
+    pub https: SocketAddr,
 }
 
 impl Default for ListenerAddrs {
@@ -116,6 +119,7 @@ impl Default for ListenerAddrs {
             ws: on(8083),
             wss: on(8084),
             http: on(8080),
+            https: on(8443),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod http;
+mod https;
 mod listener;
 mod metrics;
 pub mod tls;
@@ -53,6 +54,7 @@ pub struct Server {
     ws: MqttListener,
     wss: Option<MqttListener>,
     http: TcpListener,
+    https: Option<https::HttpsListener>,
     routes: axum::Router,
     ready: Arc<AtomicBool>,
     registry: Arc<dyn RegistryStore>,
@@ -76,7 +78,7 @@ impl Server {
             listener: bind("websocket", addrs.ws).await?,
             transport: Transport::Ws,
         };
-        let (mqtts, wss) = match acceptor {
+        let (mqtts, wss, https) = match acceptor {
             Some(acceptor) => (
                 Some(MqttListener {
                     listener: bind("mqtts", addrs.mqtts).await?,
@@ -84,10 +86,14 @@ impl Server {
                 }),
                 Some(MqttListener {
                     listener: bind("secure websocket", addrs.wss).await?,
-                    transport: Transport::Wss(acceptor),
+                    transport: Transport::Wss(acceptor.clone()),
+                }),
+                Some(https::HttpsListener {
+                    listener: bind("https", addrs.https).await?,
+                    acceptor,
                 }),
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
         let http = bind("http", addrs.http).await?;
 
@@ -133,6 +139,7 @@ impl Server {
             ws,
             wss,
             http,
+            https,
             routes: api,
             registry,
             _registry_dir: registry_dir,
@@ -165,6 +172,11 @@ impl Server {
         local_addr(&self.http)
     }
 
+    /// Address of the HTTPS listener (the HTTP router over TLS), when TLS is configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(|l| local_addr(&l.listener))
+    }
+
     /// The broker, for components that publish or inspect sessions (management API, rules).
     pub fn broker(&self) -> &Broker {
         &self.broker
@@ -175,8 +187,8 @@ impl Server {
         &self.registry
     }
 
-    /// Adds routes (the management API) to the HTTP listener, next to `/healthz`, `/readyz`
-    /// and `/metrics`.
+    /// Adds routes (the management API) to the HTTP and HTTPS listeners, next to `/healthz`,
+    /// `/readyz` and `/metrics`.
     pub fn merge_routes(mut self, routes: axum::Router) -> Server {
         self.routes = self.routes.merge(routes);
         self
@@ -195,6 +207,7 @@ impl Server {
             ws,
             wss,
             http,
+            https,
             routes,
             ready,
             // Kept until the end: the device hook and the API use them while draining.
@@ -232,6 +245,15 @@ impl Server {
             prometheus: metrics::prometheus(),
         })
         .merge(routes);
+        if let Some(https) = https {
+            tracing::info!(listener = "https", addr = %local_addr(&https.listener), "listening");
+            tracker.spawn(https::serve(
+                https,
+                app.clone(),
+                config.handshake_timeout,
+                stop_http.clone(),
+            ));
+        }
         tracing::info!(listener = "http", addr = %local_addr(&http), "listening");
         let http_stop = stop_http.clone();
         let http_task = tracker.spawn(async move {

@@ -1,4 +1,4 @@
-//! TLS for the `mqtts` and `wss` listeners: rustls with the ring provider, PEM files, and
+//! TLS for the `mqtts`, `wss` and `https` listeners: rustls with the ring provider, PEM files, and
 //! optional client-certificate verification.
 
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ pub enum TlsError {
     Rustls(#[source] rustls::Error),
 }
 
-/// Builds the acceptor shared by the `mqtts` and `wss` listeners.
+/// Builds the acceptor shared by the `mqtts`, `wss` and `https` listeners.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&config.cert)?;

@@ -38,7 +38,7 @@ pub struct FileConfig {
     /// Listener addresses.
     #[serde(default)]
     pub listeners: ListenersFile,
-    /// TLS for the `mqtts` and `wss` listeners.
+    /// TLS for the `mqtts`, `wss` and `https` listeners.
     #[serde(default)]
     pub tls: TlsFile,
     /// Broker limits and behaviour.
@@ -60,6 +60,9 @@ pub struct ListenersFile {
     pub wss: Option<SocketAddr>,
     /// HTTP: health, readiness, metrics, management API. Default `0.0.0.0:8080`.
     pub http: Option<SocketAddr>,
+    /// The HTTP endpoints over TLS (HTTPS device registration), only when `[tls]` is set.
+    /// Default `0.0.0.0:8443`.
+    pub https: Option<SocketAddr>,
 }
 
 /// `[tls]`: server certificate and optional client-certificate authentication.

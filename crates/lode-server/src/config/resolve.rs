@@ -24,6 +24,7 @@ struct Layer {
     ws_addr: Option<std::net::SocketAddr>,
     wss_addr: Option<std::net::SocketAddr>,
     http_addr: Option<std::net::SocketAddr>,
+    https_addr: Option<std::net::SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -46,6 +47,7 @@ impl Layer {
             ws_addr: file.listeners.ws,
             wss_addr: file.listeners.wss,
             http_addr: file.listeners.http,
+            https_addr: file.listeners.https,
             tls_cert: file.tls.cert.clone(),
             tls_key: file.tls.key.clone(),
             tls_client_ca: file.tls.client_ca.clone(),
@@ -67,6 +69,7 @@ impl Layer {
         let ws_addr = parse_addr("LODESTONE_WS_ADDR");
         let wss_addr = parse_addr("LODESTONE_WSS_ADDR");
         let http_addr = parse_addr("LODESTONE_HTTP_ADDR");
+        let https_addr = parse_addr("LODESTONE_HTTPS_ADDR");
         Layer {
             data_dir: get("LODESTONE_DATA_DIR").map(PathBuf::from),
             storage: get("LODESTONE_STORAGE")
@@ -81,6 +84,7 @@ impl Layer {
             ws_addr,
             wss_addr,
             http_addr,
+            https_addr,
             tls_cert: get("LODESTONE_TLS_CERT").map(PathBuf::from),
             tls_key: get("LODESTONE_TLS_KEY").map(PathBuf::from),
             tls_client_ca: get("LODESTONE_TLS_CLIENT_CA").map(PathBuf::from),
@@ -101,6 +105,7 @@ impl Layer {
             ws_addr: args.ws_addr,
             wss_addr: args.wss_addr,
             http_addr: args.http_addr,
+            https_addr: args.https_addr,
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
             tls_client_ca: args.tls_client_ca.clone(),
@@ -121,6 +126,7 @@ impl Layer {
             ws_addr: top.ws_addr.or(self.ws_addr),
             wss_addr: top.wss_addr.or(self.wss_addr),
             http_addr: top.http_addr.or(self.http_addr),
+            https_addr: top.https_addr.or(self.https_addr),
             tls_cert: top.tls_cert.or(self.tls_cert),
             tls_key: top.tls_key.or(self.tls_key),
             tls_client_ca: top.tls_client_ca.or(self.tls_client_ca),
@@ -152,6 +158,7 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         ws: layer.ws_addr.unwrap_or(default_addrs.ws),
         wss: layer.wss_addr.unwrap_or(default_addrs.wss),
         http: layer.http_addr.unwrap_or(default_addrs.http),
+        https: layer.https_addr.unwrap_or(default_addrs.https),
     };
 
     let client_auth = layer.tls_client_auth.unwrap_or_default();

@@ -20,6 +20,7 @@ fn serve_help_mentions_every_flag() {
         "--ws-addr",
         "--wss-addr",
         "--http-addr",
+        "--https-addr",
         "--tls-cert",
         "--tls-key",
         "--tls-client-ca",

@@ -29,6 +29,7 @@ shutdown_grace = "5s"
 mqtt = "127.0.0.1:1001"
 ws = "127.0.0.1:1002"
 http = "127.0.0.1:1003"
+https = "127.0.0.1:1004"
 
 [mqtt]
 max_packet_size = 1024
@@ -44,6 +45,7 @@ fn defaults_without_file_env_or_flags() {
     assert_eq!(c.data_dir, PathBuf::from("./lodestone-data"));
     assert_eq!(c.listeners.mqtt, addr("0.0.0.0:1883"));
     assert_eq!(c.listeners.http, addr("0.0.0.0:8080"));
+    assert_eq!(c.listeners.https, addr("0.0.0.0:8443"));
     assert!(!c.allow_anonymous);
 }
 
@@ -57,6 +59,7 @@ fn file_overrides_defaults() {
     assert_eq!(c.shutdown_grace, Duration::from_secs(5));
     assert_eq!(c.listeners.mqtt, addr("127.0.0.1:1001"));
     assert_eq!(c.listeners.mqtts, addr("0.0.0.0:8883"));
+    assert_eq!(c.listeners.https, addr("127.0.0.1:1004"));
     assert_eq!(c.broker.max_packet_size, 1024);
     assert_eq!(c.broker.queued_message_expiry, Duration::from_secs(86_400));
     assert_eq!(c.broker.keep_alive_range, Some((10, 600)));
@@ -74,6 +77,7 @@ fn env_overrides_file_and_flags_override_env() {
         ("LODESTONE_DATA_DIR", "/from/env"),
         ("LODESTONE_MQTT_ADDR", "127.0.0.1:2001"),
         ("LODESTONE_WS_ADDR", "127.0.0.1:2002"),
+        ("LODESTONE_HTTPS_ADDR", "127.0.0.1:2004"),
         ("LODESTONE_ALLOW_ANONYMOUS", "false"),
         ("LODESTONE_STORAGE", "embedded"),
     ]);
@@ -94,6 +98,7 @@ fn env_overrides_file_and_flags_override_env() {
         "flag beats env and file"
     );
     assert_eq!(c.listeners.ws, addr("127.0.0.1:2002"), "env beats file");
+    assert_eq!(c.listeners.https, addr("127.0.0.1:2004"), "env beats file");
     assert_eq!(
         c.listeners.http,
         addr("127.0.0.1:1003"),
@@ -111,6 +116,18 @@ fn env_overrides_file_and_flags_override_env() {
             .unwrap()
             .allow_anonymous
     );
+}
+
+#[test]
+fn https_addr_flag_beats_env() {
+    let file = FileConfig::parse(FILE).unwrap();
+    let env = env(&[("LODESTONE_HTTPS_ADDR", "127.0.0.1:2004")]);
+    let flags = ServeArgs {
+        https_addr: Some(addr("127.0.0.1:3004")),
+        ..ServeArgs::default()
+    };
+    let c = config::resolve(&file, &env, &flags).unwrap();
+    assert_eq!(c.listeners.https, addr("127.0.0.1:3004"));
 }
 
 #[test]

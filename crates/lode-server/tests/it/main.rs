@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod http;
+mod https;
 mod interop;
 mod mqtt;
 mod platform;
