@@ -73,6 +73,28 @@ impl Conn {
         keep_alive: u16,
         session_expiry: u32,
     ) -> Result<Conn> {
+        Conn::connect_as(
+            addr,
+            src,
+            version,
+            client_id,
+            keep_alive,
+            session_expiry,
+            None,
+        )
+        .await
+    }
+
+    /// Like [`Conn::connect`], signing in with a username and password when given.
+    pub(crate) async fn connect_as(
+        addr: SocketAddr,
+        src: Option<IpAddr>,
+        version: ProtocolVersion,
+        client_id: &str,
+        keep_alive: u16,
+        session_expiry: u32,
+        credentials: Option<(&str, &[u8])>,
+    ) -> Result<Conn> {
         timeout(SETUP_TIMEOUT, async {
             let stream = tcp_connect(addr, src).await?;
             let mut conn = Conn {
@@ -87,8 +109,8 @@ impl Conn {
                 keep_alive,
                 client_id: client_id.to_owned(),
                 will: None,
-                username: None,
-                password: None,
+                username: credentials.map(|(u, _)| u.to_owned()),
+                password: credentials.map(|(_, p)| Bytes::copy_from_slice(p)),
                 properties: ConnectProperties {
                     session_expiry_interval: (session_expiry > 0).then_some(session_expiry),
                     ..ConnectProperties::default()

@@ -7,8 +7,11 @@ mod echo;
 mod flow;
 mod procstat;
 mod report;
+mod signin;
 mod util;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -32,6 +35,17 @@ Scenarios:
   idle            open --connections (default 10000) idle connections (keepalive 600 s), spread over
                   source addresses 127.0.0.1, .2, ... (--per-source each); reports broker VmRSS growth
                   per connection (needs @pid), then closes them
+  signin          Alink device sign-in: --connections (default: 10000, at most the devices listed)
+                  distinct devices from --devices FILE connect with clientId
+                  `pk&dn|securemode=3,signmethod=hmacsha256,timestamp=..|`, username `dn&pk` and the
+                  HMAC-SHA256 password, at most --concurrency in flight; reports sign-ins/s
+                  (CONNECT->CONNACK 0) and latency percentiles, then disconnects. Each device signs
+                  in once per run (Lodestone allows 5 sign-ins per device per minute)
+  provision       helper, no target: creates an account, a product and --count devices (default
+                  100000) directly in the registry --registry PATH|URL (an SQLite file, e.g.
+                  <data-dir>/registry.db of a stopped `lodestone serve`, or a postgres:// URL), in
+                  batches of 10000, and writes their credentials to --devices FILE (CSV
+                  productKey,deviceName,deviceSecret)
   echo-baseline   raw TCP relay inside the tool, fan-in shape (--clients senders, one receiver):
                   the ceiling for this machine's loopback; needs no target
   all             the standard matrix: fan-in QoS 0/1 x 64 B/4 KB, fan-out QoS 0/1 64 B, pairs QoS 1,
@@ -72,6 +86,8 @@ enum Scenario {
     Latency,
     ConnectStorm,
     Idle,
+    Signin,
+    Provision,
     EchoBaseline,
     All,
 }
@@ -150,6 +166,15 @@ struct Args {
     /// Allow targets that are not loopback addresses.
     #[arg(long)]
     allow_remote: bool,
+    /// Devices file for signin (read) and provision (written): CSV productKey,deviceName,deviceSecret.
+    #[arg(long)]
+    devices: Option<PathBuf>,
+    /// Provision: the registry, an SQLite file path or a postgres:// URL.
+    #[arg(long)]
+    registry: Option<String>,
+    /// Provision: devices to create.
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
     /// Worker threads of the tool's runtime (default: number of cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -202,6 +227,17 @@ async fn run(args: Args) -> Result<()> {
         args.inflight >= 1 && args.inflight <= 30_000,
         "--inflight must be 1..=30000"
     );
+    if scenario == Scenario::Provision {
+        let registry = args
+            .registry
+            .as_deref()
+            .context("provision needs --registry PATH|URL")?;
+        let out = args
+            .devices
+            .as_deref()
+            .context("provision needs --devices FILE to write")?;
+        return signin::provision(registry, args.count, out).await;
+    }
     let mut targets = Vec::new();
     let mut pids = args.pids.iter();
     for spec in &args.targets {
@@ -253,6 +289,8 @@ async fn run(args: Args) -> Result<()> {
             ctx.conns(true, ctx.args.connections.unwrap_or(10_000))
                 .await?
         }
+        Scenario::Signin => ctx.signin().await?,
+        Scenario::Provision => unreachable!("handled before the targets"),
         Scenario::EchoBaseline => ctx.echo(payload).await,
         Scenario::All => {
             // Idle first: broker memory freed by earlier scenarios would hide per-connection growth.
@@ -400,6 +438,47 @@ impl Ctx {
             scenario: name.to_owned(),
             params,
             primary,
+            rows,
+        });
+        Ok(())
+    }
+
+    async fn signin(&mut self) -> Result<()> {
+        let a = &self.args;
+        let path = a
+            .devices
+            .as_deref()
+            .context("signin needs --devices FILE (see `provision`)")?;
+        let devices: Arc<[signin::DeviceRecord]> = signin::read_devices(path)?.into();
+        let connections = a.connections.unwrap_or(10_000).min(devices.len());
+        let p = signin::SigninParams {
+            connections,
+            concurrency: a.concurrency,
+            per_source: a.per_source,
+            keep_alive: 300,
+            version: self.version,
+        };
+        ensure!(
+            p.per_source > 0 && p.per_source <= 28_000,
+            "--per-source must be 1..=28000"
+        );
+        let params = format!(
+            "{connections} distinct devices, HMAC-SHA256, concurrency {}, keepalive 300 s",
+            a.concurrency
+        );
+        eprintln!(
+            "running signin: {params} ({} devices listed)",
+            devices.len()
+        );
+        let mut rows = Vec::new();
+        for t in &self.targets {
+            eprintln!("  -> {}", t.name);
+            rows.push(signin::run(t, devices.clone(), &p).await);
+        }
+        self.emit(Report {
+            scenario: "signin".to_owned(),
+            params,
+            primary: "sign-ins/s",
             rows,
         });
         Ok(())
