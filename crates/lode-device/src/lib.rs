@@ -18,6 +18,27 @@
 //! the configured range (30–1200 s by default) and a device may connect at most
 //! `connects_per_minute` times a minute.
 //!
+//! ## X.509 client certificates
+//!
+//! On a TLS listener with client authentication, a connection may carry a client
+//! certificate verified against the configured client CA. Its subject names the device:
+//! `CN=${deviceName}` and `OU=${productKey}`, exactly one of each ([`certificate_identity`]
+//! has the full rule). Then:
+//!
+//! - the username may be absent; when present it must be that device's
+//!   `${deviceName}&${productKey}`, otherwise the sign-in is refused (0x86);
+//! - a device of a product whose auth type is X.509 signs in with the certificate alone:
+//!   no password is needed or checked (the clientId options still apply, and the keep
+//!   alive range and connect rate limits too). Dynamic registration and token logins are
+//!   refused for such products (0x87);
+//! - a product with the X.509 auth type refuses every sign-in without a certificate
+//!   naming the device (0x87, not authorized);
+//! - for a product with per-device secrets, the certificate does not replace the
+//!   secret: the password is checked as usual.
+//!
+//! A certificate whose subject names no device is not a device credential; the
+//! connection signs in as if it had none.
+//!
 //! Clients whose username is not a device identity are applications: accepted with
 //! full access only when `allow_applications` is set (the development mode), refused
 //! otherwise.
@@ -36,10 +57,15 @@ use lode_alink::{ClientId, DeviceIdentity, DevicePermissions, LoginKind, Permiss
 use lode_broker::{AuthHook, BoxFuture, Broker, CloseReason, ConnectRequest, Principal};
 use lode_mqtt::{QoS, ReasonCode};
 use lode_registry::{
-    DeviceState, NewDevice, Product, RegistryError, RegistryStore, TopicPermission,
+    AuthType as ProductAuth, DeviceState, NewDevice, Product, RegistryError, RegistryStore,
+    TopicPermission,
 };
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+
+mod cert;
+
+pub use cert::{CertificateIdentityError, certificate_identity};
 
 /// Settings of device sign-in.
 #[derive(Debug, Clone)]
@@ -153,11 +179,29 @@ impl DeviceAuth {
     }
 
     async fn sign_in(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
-        let Some(username) = req.username else {
-            return self.application(req);
-        };
-        let Ok(identity) = DeviceIdentity::from_username(username) else {
-            return self.application(req);
+        let certified = req
+            .client_cert
+            .and_then(|der| match certificate_identity(der) {
+                Ok(identity) => Some(identity),
+                Err(error) => {
+                    tracing::debug!(%error, "client certificate names no device");
+                    None
+                }
+            });
+        let from_username = req.username.map(DeviceIdentity::from_username);
+        let identity = match (certified.clone(), from_username) {
+            (Some(cert), None) => cert,
+            (Some(cert), Some(Ok(named))) if named == cert => cert,
+            (Some(cert), Some(_)) => {
+                tracing::debug!(
+                    device = identity_key(&cert),
+                    username = req.username,
+                    "username does not match the client certificate"
+                );
+                return Err(ReasonCode::BadUserNameOrPassword);
+            }
+            (None, Some(Ok(named))) => named,
+            (None, Some(Err(_)) | None) => return self.application(req),
         };
         let client_id = ClientId::parse(req.client_id).map_err(|error| {
             tracing::debug!(%error, client_id = req.client_id, "bad device client id");
@@ -186,6 +230,17 @@ impl DeviceAuth {
             .await
             .map_err(backend)?
             .ok_or(ReasonCode::BadUserNameOrPassword)?;
+        if product.auth_type == ProductAuth::X509 {
+            if certified.is_none() {
+                tracing::debug!(device = key, "X.509 product: sign-in without a certificate");
+                return Err(ReasonCode::NotAuthorized);
+            }
+            if login != LoginKind::DeviceSecret {
+                return Err(ReasonCode::NotAuthorized);
+            }
+            self.device(&identity).await?;
+            return self.device_principal(identity, &client_id).await;
+        }
         let password = std::str::from_utf8(req.password.unwrap_or_default())
             .map_err(|_| ReasonCode::BadUserNameOrPassword)?;
         match login {
