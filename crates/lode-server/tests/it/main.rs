@@ -10,3 +10,4 @@ mod platform;
 mod support;
 mod tls;
 mod ws;
+mod x509;
