@@ -1,0 +1,169 @@
+"""Fixtures for the official Python device SDK suite.
+
+One `lodestone serve` process (binary from `LODESTONE_BIN`, default
+`target/debug/lodestone`) runs for the whole session on free loopback ports, with
+a temporary data directory, a configured admin AccessKey, anonymous mode (so a
+plain paho client can watch device traffic as an application) and TLS from a test
+CA made with the `openssl` command-line tool. Products and devices are created
+with the `lodestone` CLI, as an operator would.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCESS_KEY_ID = "LTAIsdksuiteadmin01"
+ACCESS_KEY_SECRET = "sdk-suite-admin-secret-0123456789"
+# The SDK posts HTTPS dynamic registration to https://iot-auth.<host_name>.aliyuncs.com
+# (port 443); the server certificate names this host and the tests resolve it to loopback.
+REGION = "lodestone-test"
+AUTH_HOST = f"iot-auth.{REGION}.aliyuncs.com"
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lodestone_bin():
+    path = Path(os.environ.get("LODESTONE_BIN", ROOT / "target" / "debug" / "lodestone"))
+    if not path.is_file():
+        pytest.skip(f"lodestone binary not found at {path} (build it or set LODESTONE_BIN)")
+    return path
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A test CA and a server certificate for 127.0.0.1, localhost and AUTH_HOST."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command-line tool is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=Lodestone Test Root CA", cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+            "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "ext.cnf").write_text(
+        f"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:{AUTH_HOST}\n"
+        "basicConstraints=CA:FALSE\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    return {"ca": d / "ca.pem", "ca_pem": (d / "ca.pem").read_text(),
+            "cert": d / "srv.pem", "key": d / "srv.key"}
+
+
+class Server:
+    """A running `lodestone serve` and the CLI pointed at it."""
+
+    def __init__(self, bin_path, data_dir, pki):
+        self.bin = bin_path
+        self.data_dir = data_dir
+        self.host = "127.0.0.1"
+        self.mqtt_port = free_port()
+        self.mqtts_port = free_port()
+        self.http_port = free_port()
+        self.https_port = free_port()
+        self.ws_port = free_port()
+        self.wss_port = free_port()
+        self.log_path = data_dir.parent / "lodestone.log"
+        self.pki = pki
+        self.proc = None
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LODESTONE_")}
+        env["LODESTONE_ADMIN_ACCESS_KEY_ID"] = ACCESS_KEY_ID
+        env["LODESTONE_ADMIN_ACCESS_KEY_SECRET"] = ACCESS_KEY_SECRET
+        args = [
+            str(self.bin), "serve", "--allow-anonymous",
+            "--data-dir", str(self.data_dir),
+            "--mqtt-addr", f"{self.host}:{self.mqtt_port}",
+            "--mqtts-addr", f"{self.host}:{self.mqtts_port}",
+            "--ws-addr", f"{self.host}:{self.ws_port}",
+            "--wss-addr", f"{self.host}:{self.wss_port}",
+            "--http-addr", f"{self.host}:{self.http_port}",
+            "--https-addr", f"{self.host}:{self.https_port}",
+            "--tls-cert", str(self.pki["cert"]), "--tls-key", str(self.pki["key"]),
+            "--log", os.environ.get("SDK_SUITE_SERVER_LOG", "info"),
+        ]
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 20
+        for port in (self.mqtt_port, self.mqtts_port, self.http_port, self.https_port):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"lodestone exited with {self.proc.returncode}: {self.read_log()}")
+                try:
+                    socket.create_connection((self.host, port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"lodestone did not listen on {port}: {self.read_log()}")
+                    time.sleep(0.05)
+        return self
+
+    def read_log(self):
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    def cli(self, *args):
+        """Runs a management command with `--json` and returns its parsed output."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LODESTONE_")}
+        env.update({
+            "LODESTONE_URL": f"http://{self.host}:{self.http_port}",
+            "LODESTONE_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "LODESTONE_ACCESS_KEY_SECRET": ACCESS_KEY_SECRET,
+        })
+        out = subprocess.run([str(self.bin), *args, "--json"], env=env, capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0, f"lodestone {args} failed: {out.stderr}"
+        return json.loads(out.stdout) if out.stdout.strip() else None
+
+    def product(self, name, dynamic_registration=False):
+        args = ["product", "create", "--name", name]
+        if dynamic_registration:
+            args.append("--dynamic-registration")
+        return self.cli(*args)
+
+    def device(self, product_key, name):
+        return self.cli("device", "register", "--product-key", product_key, "--name", name)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, pki):
+    s = Server(lodestone_bin(), tmp_path_factory.mktemp("lodestone") / "data", pki).start()
+    yield s
+    s.stop()
+
+
+def pytest_runtest_makereport(item, call):
+    """Attaches the server's log to failed tests."""
+    if call.when == "call" and call.excinfo is not None:
+        srv = item.funcargs.get("server")
+        if srv is not None:
+            item.add_report_section("call", "lodestone log", srv.read_log())
