@@ -7,6 +7,7 @@ mod https;
 mod interop;
 mod mqtt;
 mod platform;
+mod sdk;
 mod support;
 mod tls;
 mod ws;
