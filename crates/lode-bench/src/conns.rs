@@ -1,5 +1,6 @@
 //! Connection scenarios: connect storm (CONNECT→CONNACK rate) and idle connections (broker memory).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,24 +28,26 @@ pub(crate) struct ConnParams {
     pub(crate) settle: Duration,
 }
 
-struct Opened {
-    streams: Vec<TcpStream>,
-    hist: Histogram<u64>,
-    failed: usize,
-    first_error: Option<String>,
-    elapsed: Duration,
+pub(crate) struct Opened {
+    pub(crate) streams: Vec<TcpStream>,
+    pub(crate) hist: Histogram<u64>,
+    pub(crate) failed: usize,
+    pub(crate) first_error: Option<String>,
+    pub(crate) elapsed: Duration,
 }
 
-/// Opens `connections` MQTT connections with at most `concurrency` handshakes in flight,
-/// spreading them over source addresses, and keeps them open.
-async fn open_all(target: &Target, p: &ConnParams) -> Opened {
+/// Opens `n` connections with at most `concurrency` handshakes in flight and keeps
+/// them open; `connect(i)` makes connection `i`. Records each handshake's time.
+pub(crate) async fn open_many<F, Fut>(n: usize, concurrency: usize, connect: F) -> Opened
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Conn>> + Send,
+{
     let next = Arc::new(AtomicUsize::new(0));
-    let prefix = run_prefix();
-    let tag: Arc<str> = prefix.rsplit('/').next().unwrap_or("x").into();
     let t0 = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..p.concurrency.clamp(1, p.connections.max(1)) {
-        let (next, target, p, tag) = (next.clone(), target.clone(), p.clone(), tag.clone());
+    for _ in 0..concurrency.clamp(1, n.max(1)) {
+        let (next, connect) = (next.clone(), connect.clone());
         workers.push(tokio::spawn(async move {
             let mut streams = Vec::new();
             let mut hist = new_hist();
@@ -52,13 +55,11 @@ async fn open_all(target: &Target, p: &ConnParams) -> Opened {
             let mut first_error = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= p.connections {
+                if i >= n {
                     break;
                 }
-                let src = target.source_for(i, p.per_source);
-                let id = format!("lb-{tag}-c{i}");
                 let t = Instant::now();
-                match Conn::connect(target.addr, src, p.version, &id, p.keep_alive, 0).await {
+                match connect(i).await {
                     Ok(c) => {
                         hist.saturating_record(t.elapsed().as_nanos().max(1) as u64);
                         streams.push(c.into_stream());
@@ -97,6 +98,23 @@ async fn open_all(target: &Target, p: &ConnParams) -> Opened {
     }
     out.elapsed = t0.elapsed();
     out
+}
+
+/// Opens `connections` MQTT connections with at most `concurrency` handshakes in flight,
+/// spreading them over source addresses, and keeps them open.
+async fn open_all(target: &Target, p: &ConnParams) -> Opened {
+    let prefix = run_prefix();
+    let tag: Arc<str> = prefix.rsplit('/').next().unwrap_or("x").into();
+    let (target, p2) = (target.clone(), p.clone());
+    open_many(p.connections, p.concurrency, move |i| {
+        let (target, p, tag) = (target.clone(), p2.clone(), tag.clone());
+        async move {
+            let src = target.source_for(i, p.per_source);
+            let id = format!("lb-{tag}-c{i}");
+            Conn::connect(target.addr, src, p.version, &id, p.keep_alive, 0).await
+        }
+    })
+    .await
 }
 
 fn close_all(streams: Vec<TcpStream>, version: ProtocolVersion) {

@@ -9,23 +9,21 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use hdrhistogram::Histogram;
 use lode_alink::SignMethod;
 use lode_mqtt::ProtocolVersion;
 use lode_registry::{NewProduct, PgRegistry, RegistryLimits, RegistryStore, SqliteRegistry};
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};
 
 use crate::client::{Conn, disconnect_now};
+use crate::conns::{Opened, open_many};
 use crate::flow::add_cpu_columns;
 use crate::procstat::{sample, sample_opt};
 use crate::report::Row;
-use crate::util::{Target, check_nofile, new_hist};
+use crate::util::{Target, check_nofile};
 
 /// One device's credentials.
 #[derive(Debug, Clone)]
@@ -179,88 +177,31 @@ pub(crate) fn alink_credentials(d: &DeviceRecord, timestamp_ms: u128) -> (String
     (client_id, username, password)
 }
 
-struct Opened {
-    streams: Vec<TcpStream>,
-    hist: Histogram<u64>,
-    failed: usize,
-    first_error: Option<String>,
-    elapsed: Duration,
-}
-
 /// Signs in `p.connections` distinct devices (one connection each) with at most
 /// `p.concurrency` handshakes in flight, keeping the connections open.
 async fn sign_in_all(target: &Target, devices: Arc<[DeviceRecord]>, p: &SigninParams) -> Opened {
-    let next = Arc::new(AtomicUsize::new(0));
-    let t0 = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..p.concurrency.clamp(1, p.connections.max(1)) {
-        let (next, target, p, devices) = (next.clone(), target.clone(), p.clone(), devices.clone());
-        workers.push(tokio::spawn(async move {
-            let mut streams = Vec::new();
-            let mut hist = new_hist();
-            let mut failed = 0usize;
-            let mut first_error = None;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= p.connections {
-                    break;
-                }
-                let device = &devices[i];
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis());
-                let (client_id, username, password) = alink_credentials(device, now_ms);
-                let src = target.source_for(i, p.per_source);
-                let t = Instant::now();
-                let result = Conn::connect_as(
-                    target.addr,
-                    src,
-                    p.version,
-                    &client_id,
-                    p.keep_alive,
-                    0,
-                    Some((&username, password.as_bytes())),
-                )
-                .await;
-                match result {
-                    Ok(c) => {
-                        hist.saturating_record(t.elapsed().as_nanos().max(1) as u64);
-                        streams.push(c.into_stream());
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        first_error.get_or_insert_with(|| format!("{e:#}"));
-                    }
-                }
-            }
-            (streams, hist, failed, first_error)
-        }));
-    }
-    let mut out = Opened {
-        streams: Vec::new(),
-        hist: new_hist(),
-        failed: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-    };
-    for w in workers {
-        match w.await {
-            Ok((s, h, f, e)) => {
-                out.streams.extend(s);
-                out.hist.add(&h).ok();
-                out.failed += f;
-                if out.first_error.is_none() {
-                    out.first_error = e;
-                }
-            }
-            Err(e) => {
-                out.first_error
-                    .get_or_insert_with(|| format!("worker panicked: {e}"));
-            }
+    let (target, p2) = (target.clone(), p.clone());
+    open_many(p.connections, p.concurrency, move |i| {
+        let (target, p, devices) = (target.clone(), p2.clone(), devices.clone());
+        async move {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let (client_id, username, password) = alink_credentials(&devices[i], now_ms);
+            let src = target.source_for(i, p.per_source);
+            Conn::connect_as(
+                target.addr,
+                src,
+                p.version,
+                &client_id,
+                p.keep_alive,
+                0,
+                Some((&username, password.as_bytes())),
+            )
+            .await
         }
-    }
-    out.elapsed = t0.elapsed();
-    out
+    })
+    .await
 }
 
 /// The `signin` scenario against one target.
