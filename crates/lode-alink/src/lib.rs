@@ -57,7 +57,7 @@ pub use ident::{
 };
 pub use names::{
     DEVICE_NAME_MAX_LEN, DEVICE_NAME_MIN_LEN, DeviceIdentity, NameError, PRODUCT_KEY_MAX_LEN,
-    check_device_name, check_product_key, valid_device_name, valid_product_key,
+    check_device_name, check_product_key, identity_key, valid_device_name, valid_product_key,
 };
 pub use register::{RegisterFormError, RegisterRequest, percent_decode};
 pub use sign::{

@@ -71,7 +71,19 @@ pub struct DeviceIdentity {
     pub device_name: String,
 }
 
+/// The key that names one device's connection to the broker (its unique identity):
+/// `"{productKey}/{deviceName}"`. The device hook registers connections under it and
+/// the management API ends them by it.
+pub fn identity_key(product_key: &str, device_name: &str) -> String {
+    format!("{product_key}/{device_name}")
+}
+
 impl DeviceIdentity {
+    /// This device's [`identity_key`].
+    pub fn key(&self) -> String {
+        identity_key(&self.product_key, &self.device_name)
+    }
+
     /// Builds an identity from its two names, validating both.
     pub fn new(product_key: &str, device_name: &str) -> Result<Self, NameError> {
         check_product_key(product_key)?;

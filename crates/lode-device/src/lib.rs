@@ -194,7 +194,7 @@ impl DeviceAuth {
             (Some(cert), Some(Ok(named))) if named == cert => cert,
             (Some(cert), Some(_)) => {
                 tracing::debug!(
-                    device = identity_key(&cert),
+                    device = cert.key(),
                     username = req.username,
                     "username does not match the client certificate"
                 );
@@ -207,7 +207,7 @@ impl DeviceAuth {
             tracing::debug!(%error, client_id = req.client_id, "bad device client id");
             ReasonCode::ClientIdentifierNotValid
         })?;
-        let key = identity_key(&identity);
+        let key = identity.key();
         let login = client_id.login_kind();
         if matches!(login, LoginKind::DeviceSecret | LoginKind::Token) {
             let (lo, hi) = self.config.keep_alive;
@@ -334,8 +334,8 @@ impl DeviceAuth {
             Vec::new()
         };
         Ok(Principal {
-            name: identity_key(&identity),
-            unique_key: Some(identity_key(&identity)),
+            name: identity.key(),
+            unique_key: Some(identity.key()),
             auto_subscriptions,
             greetings: Vec::new(),
             ext: Some(Arc::new(Client::Device {
@@ -369,7 +369,7 @@ impl DeviceAuth {
         if !lode_alink::verify_signature(method, &product.product_secret, &content, password) {
             return Err(ReasonCode::BadUserNameOrPassword);
         }
-        let key = identity_key(&identity);
+        let key = identity.key();
         let greeting = if login == LoginKind::Register {
             // Pre-registered devices only, and only once.
             let device = self.device(&identity).await?;
@@ -443,7 +443,7 @@ impl DeviceAuth {
             ("/ext/regnwl".to_owned(), Bytes::from(body.to_string()))
         };
         Ok(Principal {
-            name: format!("register:{}", identity_key(&identity)),
+            name: format!("register:{}", identity.key()),
             unique_key: None,
             auto_subscriptions: Vec::new(),
             greetings: vec![greeting],
@@ -530,7 +530,7 @@ async fn record_lifecycle(
             )
             .await;
         if let Err(error) = result {
-            tracing::debug!(%error, device = identity_key(id), "device state not recorded");
+            tracing::debug!(%error, device = id.key(), "device state not recorded");
         }
         if let Some(broker) = broker.get() {
             let status = serde_json::json!({
@@ -556,11 +556,6 @@ async fn record_lifecycle(
 
 fn client(principal: &Principal) -> Option<&Client> {
     principal.ext.as_ref()?.downcast_ref::<Client>()
-}
-
-/// The identity key of a device: `"{productKey}/{deviceName}"`.
-pub fn identity_key(identity: &DeviceIdentity) -> String {
-    format!("{}/{}", identity.product_key, identity.device_name)
 }
 
 fn permission(p: TopicPermission) -> Permission {

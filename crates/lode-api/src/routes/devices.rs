@@ -27,11 +27,6 @@ fn generated_name() -> String {
     lode_alink::random_alphanumeric(&mut |b: &mut [u8]| rng.fill_bytes(b), GENERATED_NAME_LEN)
 }
 
-/// The broker identity of a device.
-fn identity(pk: &str, dn: &str) -> String {
-    format!("{pk}/{dn}")
-}
-
 async fn owned_device(
     s: &ApiState,
     caller: &Caller,
@@ -42,7 +37,7 @@ async fn owned_device(
     s.registry
         .get_device(pk, dn)
         .await?
-        .ok_or_else(|| RegistryError::DeviceNotFound(identity(pk, dn)).into())
+        .ok_or_else(|| RegistryError::DeviceNotFound(lode_alink::identity_key(pk, dn)).into())
 }
 
 /// Registers one device; the name is generated when absent.
@@ -208,8 +203,10 @@ pub(crate) async fn delete_device(
 ) -> ApiResult<StatusCode> {
     s.owned_product(&caller, &pk).await?;
     s.registry.delete_device(&pk, &dn).await?;
-    s.broker
-        .disconnect_identity(&identity(&pk, &dn), ReasonCode::AdministrativeAction);
+    s.broker.disconnect_identity(
+        &lode_alink::identity_key(&pk, &dn),
+        ReasonCode::AdministrativeAction,
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -271,8 +268,10 @@ pub(crate) async fn disable_device(
         .registry
         .set_device_enabled(&pk, &dn, false, Some("disabled through the management API"))
         .await?;
-    s.broker
-        .disconnect_identity(&identity(&pk, &dn), ReasonCode::AdministrativeAction);
+    s.broker.disconnect_identity(
+        &lode_alink::identity_key(&pk, &dn),
+        ReasonCode::AdministrativeAction,
+    );
     Ok(Json(DeviceDto::from_device(d, false)))
 }
 
@@ -291,8 +290,10 @@ pub(crate) async fn reset_device_secret(
 ) -> ApiResult<Json<DeviceDto>> {
     s.owned_product(&caller, &pk).await?;
     let d = s.registry.reset_device_secret(&pk, &dn).await?;
-    s.broker
-        .disconnect_identity(&identity(&pk, &dn), ReasonCode::AdministrativeAction);
+    s.broker.disconnect_identity(
+        &lode_alink::identity_key(&pk, &dn),
+        ReasonCode::AdministrativeAction,
+    );
     Ok(Json(DeviceDto::from_device(d, true)))
 }
 
