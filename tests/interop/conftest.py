@@ -8,12 +8,14 @@ directory and its own ports, so tests do not share state.
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from lodestone_process import free_port, lodestone_bin, stop_gracefully, wait_listening  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT_LINES = []
@@ -32,17 +34,6 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def lodestone_bin():
-    path = Path(os.environ.get("LODESTONE_BIN", ROOT / "target" / "debug" / "lodestone"))
-    if not path.is_file():
-        pytest.skip(f"lodestone binary not found at {path} (build it or set LODESTONE_BIN)")
-    return path
 
 
 class Server:
@@ -85,18 +76,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LODESTONE_")}
         self.proc = subprocess.Popen(self.args(), stdout=self.log, stderr=subprocess.STDOUT, env=env)
         ports = [self.mqtt_port, self.ws_port] + ([self.mqtts_port] if self.tls else [])
-        deadline = time.monotonic() + 15
-        for port in ports:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"lodestone exited with {self.proc.returncode}: {self.read_log()}")
-                try:
-                    socket.create_connection((self.host, port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"lodestone did not listen on {port}: {self.read_log()}")
-                    time.sleep(0.05)
+        wait_listening(self.proc, self.host, ports, 15, self.read_log)
         return self
 
     def read_log(self):
@@ -107,13 +87,7 @@ class Server:
 
     def stop(self):
         """Graceful stop (SIGTERM), waiting for the process to exit."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_gracefully(self.proc)
         self._close_log()
 
     def kill9(self):

@@ -1,6 +1,5 @@
 """Lodestone against an independent client library (paho-mqtt), MQTT 3.1.1 and 5.0."""
 
-import queue
 import shutil
 import subprocess
 import threading

@@ -11,13 +11,14 @@ with the `lodestone` CLI, as an operator would.
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+from lodestone_process import free_port, lodestone_bin, stop_gracefully, wait_listening  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCESS_KEY_ID = "LTAIsdksuiteadmin01"
@@ -28,17 +29,6 @@ REGION = "lodestone-test"
 AUTH_HOST = f"iot-auth.{REGION}.aliyuncs.com"
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def lodestone_bin():
-    path = Path(os.environ.get("LODESTONE_BIN", ROOT / "target" / "debug" / "lodestone"))
-    if not path.is_file():
-        pytest.skip(f"lodestone binary not found at {path} (build it or set LODESTONE_BIN)")
-    return path
 
 
 def openssl(*args, cwd):
@@ -101,18 +91,8 @@ class Server:
         ]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 20
-        for port in (self.mqtt_port, self.mqtts_port, self.http_port, self.https_port):
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"lodestone exited with {self.proc.returncode}: {self.read_log()}")
-                try:
-                    socket.create_connection((self.host, port), timeout=0.5).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"lodestone did not listen on {port}: {self.read_log()}")
-                    time.sleep(0.05)
+        ports = (self.mqtt_port, self.mqtts_port, self.http_port, self.https_port)
+        wait_listening(self.proc, self.host, ports, 20, self.read_log)
         return self
 
     def read_log(self):
@@ -122,13 +102,7 @@ class Server:
             return ""
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_gracefully(self.proc)
         self.log.close()
 
     def cli(self, *args):
