@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::error::{RegistryError, Result};
-use crate::model::{PageRequest, Tags};
+use crate::model::{Page, PageRequest, Tags};
 
 /// One versioned schema migration.
 pub(crate) struct Migration {
@@ -101,6 +101,32 @@ impl PageSpec {
     /// Rows to ask for: one more than the page, to know whether more follow.
     pub(crate) fn fetch(&self) -> i64 {
         i64::from(self.size) + 1
+    }
+
+    /// The page made of `rows` (fetched with [`PageSpec::fetch`]): at most `size`
+    /// items, and a cursor after the last one when more rows follow.
+    pub(crate) fn page<R, T>(
+        &self,
+        rows: &[R],
+        total: i64,
+        parse: impl Fn(&R) -> Result<T>,
+        cursor: impl Fn(&T) -> String,
+    ) -> Result<Page<T>> {
+        let more = rows.len() > self.size as usize;
+        let items = rows
+            .iter()
+            .take(self.size as usize)
+            .map(parse)
+            .collect::<Result<Vec<_>>>()?;
+        let next_cursor = match items.last() {
+            Some(last) if more => Some(cursor(last)),
+            _ => None,
+        };
+        Ok(Page {
+            items,
+            total: count(total),
+            next_cursor,
+        })
     }
 }
 
@@ -499,21 +525,7 @@ macro_rules! registry_backend {
                 .push(" OFFSET ")
                 .push_bind(spec.offset);
             let rows = qb.build().fetch_all(pool).await?;
-            let more = rows.len() > spec.size as usize;
-            let items = rows
-                .iter()
-                .take(spec.size as usize)
-                .map(device_from_row)
-                .collect::<Result<Vec<_>>>()?;
-            let next_cursor = match items.last() {
-                Some(d) if more => Some(device_ref(&d.product_key, &d.device_name)),
-                _ => None,
-            };
-            Ok(Page {
-                items,
-                total: count(total),
-                next_cursor,
-            })
+            spec.page(&rows, total, device_from_row, |d| device_ref(&d.product_key, &d.device_name))
         }
 
         impl $store {
@@ -1002,21 +1014,7 @@ macro_rules! registry_backend {
                     .bind(spec.offset)
                     .fetch_all(&self.pool)
                     .await?;
-                    let more = rows.len() > spec.size as usize;
-                    let items = rows
-                        .iter()
-                        .take(spec.size as usize)
-                        .map(product_from_row)
-                        .collect::<Result<Vec<_>>>()?;
-                    let next_cursor = match items.last() {
-                        Some(p) if more => Some(p.product_key.clone()),
-                        _ => None,
-                    };
-                    Ok(Page {
-                        items,
-                        total: count(total),
-                        next_cursor,
-                    })
+                    spec.page(&rows, total, product_from_row, |p| p.product_key.clone())
                 })
             }
 
@@ -1947,21 +1945,7 @@ macro_rules! registry_backend {
                     .bind(spec.offset)
                     .fetch_all(&self.pool)
                     .await?;
-                    let more = rows.len() > spec.size as usize;
-                    let items = rows
-                        .iter()
-                        .take(spec.size as usize)
-                        .map(event_from_row)
-                        .collect::<Result<Vec<_>>>()?;
-                    let next_cursor = match items.last() {
-                        Some(e) if more => Some(e.id.to_string()),
-                        _ => None,
-                    };
-                    Ok(Page {
-                        items,
-                        total: count(total),
-                        next_cursor,
-                    })
+                    spec.page(&rows, total, event_from_row, |e| e.id.to_string())
                 })
             }
         }
