@@ -26,12 +26,13 @@ use lode_store::Op;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::time::{Instant, Sleep};
 
-use crate::ConnInfo;
 use crate::auth::{CloseReason, ConnectRequest, Principal};
+use crate::intercept::{Intercept, NotAccepted, Uplink};
 use crate::message::{Queued, StoredSub, now_ms};
 use crate::session::{Inflight, Session};
 use crate::state::{Commit, Inner, message, sub_options};
 use crate::stats;
+use crate::{BoxFuture, ConnInfo};
 
 /// Bytes of encoded output gathered before the task writes to the socket.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -44,7 +45,8 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// An answer to the client, sent once its durable effects (if any) are committed.
 struct Pending {
-    packet: Packet,
+    /// `None` for a taken QoS 0 publish: nothing to answer, but it holds its place.
+    packet: Option<Packet>,
     commit: Option<Commit>,
     /// Retained messages to queue once a SUBACK has been written.
     then_queue: Vec<Queued>,
@@ -179,6 +181,7 @@ struct Conn<S> {
     generation: u64,
     version: ProtocolVersion,
     principal: Principal,
+    peer: std::net::SocketAddr,
     rd: ReadHalf<S>,
     wr: WriteHalf<S>,
     rbuf: BytesMut,
@@ -395,6 +398,7 @@ where
             generation: attached.generation,
             version,
             principal,
+            peer: info.peer,
             rd,
             wr,
             rbuf,
@@ -673,7 +677,7 @@ where
             self.n_pending_publish += 1;
         }
         self.pending.push_back(Pending {
-            packet,
+            packet: Some(packet),
             commit,
             then_queue,
             publish,
@@ -766,6 +770,22 @@ where
             return Ok(());
         }
 
+        if let Some(hook) = inner.message_hook.get() {
+            let uplink = Uplink {
+                principal: &self.principal,
+                client_id: &self.session.client_id,
+                peer: self.peer,
+                topic: &topic,
+                payload: &p.payload,
+                qos: p.qos,
+            };
+            if let Intercept::Take(accepted) = hook.on_publish(uplink) {
+                stats::inc(&inner.stats.publish_taken);
+                self.take(p.qos, packet_id, accepted);
+                return Ok(());
+            }
+        }
+
         let msg = Arc::new(message(
             p.topic,
             p.payload,
@@ -816,6 +836,43 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Answers a publish the platform took once it is accepted.
+    fn take(
+        &mut self,
+        qos: QoS,
+        packet_id: u16,
+        accepted: BoxFuture<'static, Result<(), NotAccepted>>,
+    ) {
+        let commit: Commit = Box::pin(async move {
+            accepted
+                .await
+                .map_err(|e| lode_store::StoreError::Backend(e.to_string()))
+        });
+        match qos {
+            QoS::AtMostOnce => self.pending.push_back(Pending {
+                packet: None,
+                commit: Some(commit),
+                then_queue: Vec::new(),
+                publish: false,
+            }),
+            QoS::AtLeastOnce => self.answer(
+                Packet::PubAck(PubResp::new(packet_id, ReasonCode::Success)),
+                Some(commit),
+                Vec::new(),
+                true,
+            ),
+            QoS::ExactlyOnce => {
+                self.session.state.lock().incoming_qos2.insert(packet_id);
+                self.answer(
+                    Packet::PubRec(PubResp::new(packet_id, ReasonCode::Success)),
+                    Some(commit),
+                    Vec::new(),
+                    false,
+                );
+            }
+        }
     }
 
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the message is delivered.
@@ -1051,7 +1108,9 @@ where
             if p.publish {
                 self.n_pending_publish -= 1;
             }
-            lode_mqtt::encode(&p.packet, self.version, &mut self.wbuf);
+            if let Some(packet) = &p.packet {
+                lode_mqtt::encode(packet, self.version, &mut self.wbuf);
+            }
             if !p.then_queue.is_empty() {
                 let mut st = self.session.state.lock();
                 st.queue.extend(p.then_queue);
@@ -1313,8 +1372,13 @@ async fn wait_commit(pending: &mut VecDeque<Pending>) -> Result<(), lode_store::
     match pending.front_mut().and_then(|p| p.commit.as_mut()) {
         Some(commit) => {
             let res = commit.await;
-            if let Some(front) = pending.front_mut() {
-                front.commit = None;
+            if res.is_ok() {
+                if let Some(front) = pending.front_mut() {
+                    front.commit = None;
+                }
+            } else {
+                // Not durable: the answer must never be sent.
+                pending.pop_front();
             }
             res
         }

@@ -8,6 +8,7 @@
 mod auth;
 mod config;
 mod connection;
+mod intercept;
 mod message;
 mod session;
 mod state;
@@ -24,6 +25,7 @@ pub use auth::{
     InvalidTopicFilter, Principal,
 };
 pub use config::BrokerConfig;
+pub use intercept::{Intercept, MessageHook, NotAccepted, Uplink};
 pub use stats::Stats;
 
 use state::Inner;
@@ -134,6 +136,12 @@ impl Broker {
             self.inner.submit(ops).await?;
         }
         Ok(matched)
+    }
+
+    /// Installs the hook that may take client publishes for the platform
+    /// ([`MessageHook`]). Only one hook can be installed; a second call returns `false`.
+    pub fn set_message_hook(&self, hook: std::sync::Arc<dyn MessageHook>) -> bool {
+        self.inner.message_hook.set(hook).is_ok()
     }
 
     /// Ends the connection holding the unique identity `key`

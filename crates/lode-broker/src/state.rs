@@ -36,6 +36,7 @@ pub(crate) type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + S
 pub(crate) struct Inner {
     pub(crate) config: BrokerConfig,
     pub(crate) auth: Arc<dyn AuthHook>,
+    pub(crate) message_hook: std::sync::OnceLock<Arc<dyn crate::MessageHook>>,
     pub(crate) stats: Stats,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -69,6 +70,7 @@ impl Inner {
         let inner = Arc::new(Inner {
             config,
             auth,
+            message_hook: std::sync::OnceLock::new(),
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),

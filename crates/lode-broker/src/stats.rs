@@ -59,6 +59,8 @@ stats! {
     dropped_too_large => "lode_mqtt_dropped_too_large_total", counter;
     /// PUBLISH refused by authorization.
     publish_unauthorized => "lode_mqtt_publish_unauthorized_total", counter;
+    /// PUBLISH packets taken by the platform (thing model, system topics) instead of routed.
+    publish_taken => "lode_mqtt_publish_taken_total", counter;
     /// Filters refused by authorization or limits in SUBSCRIBE.
     subscribe_refused => "lode_mqtt_subscribe_refused_total", counter;
     /// Connections closed for malformed packets.

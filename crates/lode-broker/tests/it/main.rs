@@ -3,5 +3,6 @@
 
 mod harness;
 mod hooks;
+mod intercept;
 mod persistence;
 mod protocol;

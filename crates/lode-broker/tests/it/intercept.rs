@@ -1,0 +1,161 @@
+//! Publishes taken by the platform: not routed, acknowledged once accepted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lode_broker::{Intercept, MessageHook, NotAccepted, Uplink};
+use lode_mqtt::{Packet, QoS, ReasonCode};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::harness::{Client, TestBroker, V3, V5, publish};
+
+/// Takes every topic under `platform/`; each taken message waits for a release.
+#[derive(Default)]
+struct Taker {
+    seen: Mutex<Vec<(String, Vec<u8>, QoS, String)>>,
+    releases: Mutex<Vec<oneshot::Sender<Result<(), NotAccepted>>>>,
+}
+
+impl MessageHook for Taker {
+    fn on_publish(&self, uplink: Uplink<'_>) -> Intercept {
+        if !uplink.topic.starts_with("platform/") {
+            return Intercept::Route;
+        }
+        self.seen.lock().push((
+            uplink.topic.to_owned(),
+            uplink.payload.to_vec(),
+            uplink.qos,
+            uplink.client_id.to_owned(),
+        ));
+        let (tx, rx) = oneshot::channel();
+        self.releases.lock().push(tx);
+        Intercept::Take(Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(NotAccepted("dropped".into())))
+        }))
+    }
+}
+
+async fn wait_taken(taker: &Taker, n: usize) {
+    for _ in 0..200 {
+        if taker.releases.lock().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("expected {n} taken messages");
+}
+
+#[tokio::test]
+async fn taken_publish_is_acked_after_acceptance_and_not_routed() {
+    let b = TestBroker::start().await;
+    let taker = Arc::new(Taker::default());
+    assert!(b.broker.set_message_hook(taker.clone()));
+    assert!(!b.broker.set_message_hook(taker.clone()), "only one hook");
+
+    let mut sub = Client::connect(b.addr, V5, "sub").await;
+    sub.subscribe(1, "#", QoS::AtLeastOnce).await;
+    let mut dev = Client::connect(b.addr, V5, "dev").await;
+
+    dev.send(Packet::Publish(publish(
+        "platform/in",
+        b"data",
+        QoS::AtLeastOnce,
+        Some(7),
+    )))
+    .await;
+    wait_taken(&taker, 1).await;
+    // Not accepted yet: no PUBACK.
+    dev.expect_nothing().await;
+    let release = taker.releases.lock().remove(0);
+    release.send(Ok(())).expect("connection waits");
+    match dev.recv().await {
+        Packet::PubAck(ack) => {
+            assert_eq!(ack.packet_id, 7);
+            assert_eq!(ack.code, ReasonCode::Success);
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let seen = taker.seen.lock().clone();
+    assert_eq!(
+        seen,
+        vec![(
+            "platform/in".to_owned(),
+            b"data".to_vec(),
+            QoS::AtLeastOnce,
+            "dev".to_owned()
+        )]
+    );
+    // Other topics are routed as before.
+    assert_eq!(
+        dev.publish("other", b"x", QoS::AtLeastOnce, 8).await,
+        ReasonCode::Success
+    );
+    let p = sub.recv_publish().await;
+    assert_eq!(&p.topic[..], b"other");
+    sub.expect_nothing().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn taken_qos0_and_qos2_keep_their_order_and_flows() {
+    let b = TestBroker::start().await;
+    let taker = Arc::new(Taker::default());
+    b.broker.set_message_hook(taker.clone());
+    let mut dev = Client::connect(b.addr, V3, "dev").await;
+    dev.send(Packet::Publish(publish(
+        "platform/a",
+        b"0",
+        QoS::AtMostOnce,
+        None,
+    )))
+    .await;
+    dev.send(Packet::Publish(publish(
+        "platform/b",
+        b"2",
+        QoS::ExactlyOnce,
+        Some(3),
+    )))
+    .await;
+    wait_taken(&taker, 2).await;
+    // The QoS 0 message is released last, and the PUBREC waits behind it.
+    let second = taker.releases.lock().remove(1);
+    second.send(Ok(())).expect("waiting");
+    dev.expect_nothing().await;
+    let first = taker.releases.lock().remove(0);
+    first.send(Ok(())).expect("waiting");
+    match dev.recv().await {
+        Packet::PubRec(r) => assert_eq!(r.packet_id, 3),
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn refused_acceptance_closes_without_ack() {
+    let b = TestBroker::start().await;
+    let taker = Arc::new(Taker::default());
+    b.broker.set_message_hook(taker.clone());
+    let mut dev = Client::connect(b.addr, V5, "dev").await;
+    dev.send(Packet::Publish(publish(
+        "platform/x",
+        b"1",
+        QoS::AtLeastOnce,
+        Some(1),
+    )))
+    .await;
+    wait_taken(&taker, 1).await;
+    let release = taker.releases.lock().remove(0);
+    release
+        .send(Err(NotAccepted("store down".into())))
+        .expect("waiting");
+    match dev.try_recv().await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.code, ReasonCode::ImplementationSpecificError)
+        }
+        None => {}
+        other => panic!("expected DISCONNECT 0x83, got {other:?}"),
+    }
+    b.stop().await;
+}
