@@ -226,6 +226,7 @@ macro_rules! registry_backend {
         use crate::ids;
         use crate::{
             AccessKey, Account, AuthType, BatchItem, BoxFuture, DataFormat, Device, DeviceEvent,
+            DocumentKind, ProductDocument,
             DeviceEventKind, DeviceFilter, DeviceState, NewDevice, NewProduct, NewTopicCategory,
             NodeType, Page, PageRequest, Product, ProductUpdate, RegistryError, RegistryLimits,
             RegistryStore, Result, Tags, TopicCategory, TopicPermission,
@@ -266,6 +267,19 @@ macro_rules! registry_backend {
                 description: r.try_get("description")?,
                 tags: tags_from_json(r.try_get("tags")?)?,
                 created_at: from_ms(r.try_get("created_at")?)?,
+            })
+        }
+
+        fn document_from_row(r: &DbRow, kind: DocumentKind) -> Result<ProductDocument> {
+            let version: i64 = r.try_get("version")?;
+            Ok(ProductDocument {
+                product_key: r.try_get("product_key")?,
+                kind,
+                draft: r.try_get("draft")?,
+                draft_updated_at: opt_from_ms(r.try_get("draft_at")?)?,
+                published: r.try_get("published")?,
+                version: count(version),
+                published_at: opt_from_ms(r.try_get("published_at")?)?,
             })
         }
 
@@ -1067,6 +1081,85 @@ macro_rules! registry_backend {
                     .await?;
                     tx.commit().await?;
                     Ok(())
+                })
+            }
+
+            fn get_document<'a>(
+                &'a self,
+                product_key: &'a str,
+                kind: DocumentKind,
+            ) -> BoxFuture<'a, Result<Option<ProductDocument>>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT product_key, draft, draft_at, published, version, published_at \
+                         FROM product_documents WHERE product_key = $1 AND kind = $2",
+                    )
+                    .bind(product_key)
+                    .bind(kind.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.map(|r| document_from_row(&r, kind)).transpose()
+                })
+            }
+
+            fn save_draft<'a>(
+                &'a self,
+                product_key: &'a str,
+                kind: DocumentKind,
+                text: &'a str,
+            ) -> BoxFuture<'a, Result<ProductDocument>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "INSERT INTO product_documents (product_key, kind, draft, draft_at) \
+                         VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (product_key, kind) DO UPDATE \
+                         SET draft = excluded.draft, draft_at = excluded.draft_at \
+                         RETURNING product_key, draft, draft_at, published, version, published_at",
+                    )
+                    .bind(product_key)
+                    .bind(kind.as_str())
+                    .bind(text)
+                    .bind(to_ms(now()))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| {
+                        if is_fk_violation(&e) {
+                            RegistryError::ProductNotFound(product_key.to_owned())
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                    document_from_row(&row, kind)
+                })
+            }
+
+            fn publish_draft<'a>(
+                &'a self,
+                product_key: &'a str,
+                kind: DocumentKind,
+            ) -> BoxFuture<'a, Result<ProductDocument>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "UPDATE product_documents \
+                         SET published = draft, version = version + 1, published_at = $3 \
+                         WHERE product_key = $1 AND kind = $2 AND draft IS NOT NULL \
+                         RETURNING product_key, draft, draft_at, published, version, published_at",
+                    )
+                    .bind(product_key)
+                    .bind(kind.as_str())
+                    .bind(to_ms(now()))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    match row {
+                        Some(r) => document_from_row(&r, kind),
+                        None => {
+                            self.check_product_exists(product_key).await?;
+                            Err(RegistryError::NothingToPublish {
+                                product_key: product_key.to_owned(),
+                                kind: kind.as_str().to_owned(),
+                            })
+                        }
+                    }
                 })
             }
 

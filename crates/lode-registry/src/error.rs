@@ -60,6 +60,8 @@ pub enum RegistryError {
         product_key: String,
         template: String,
     },
+    #[error("product {product_key} has no draft {kind} to publish")]
+    NothingToPublish { product_key: String, kind: String },
     #[error("batch of {len} device names is over the limit of {limit}")]
     BatchTooLarge { len: usize, limit: usize },
     #[error("page size {size} is not within 1..={limit}")]
@@ -104,6 +106,7 @@ impl RegistryError {
             TooManyTopicCategories { .. } => "QuotaExceeded.TopicCategoriesPerProduct",
             TopicCategoryNotFound { .. } => "TopicCategoryNotFound",
             TopicCategoryAlreadyExists { .. } => "TopicCategoryAlreadyExists",
+            NothingToPublish { .. } => "NothingToPublish",
             BatchTooLarge { .. } => "BatchTooLarge",
             InvalidPageSize { .. } => "InvalidPageSize",
             InvalidCursor(_) => "InvalidCursor",

@@ -36,9 +36,9 @@ pub use error::{RegistryError, Result};
 pub use limits::RegistryLimits;
 pub use model::{
     AccessKey, Account, AuthType, BatchItem, DEFAULT_TOPIC_CATEGORIES, DataFormat, Device,
-    DeviceEvent, DeviceEventKind, DeviceFilter, DeviceState, NewDevice, NewProduct,
-    NewTopicCategory, NodeType, Page, PageRequest, Product, ProductUpdate, Tags, TopicCategory,
-    TopicPermission,
+    DeviceEvent, DeviceEventKind, DeviceFilter, DeviceState, DocumentKind, NewDevice, NewProduct,
+    NewTopicCategory, NodeType, Page, PageRequest, Product, ProductDocument, ProductUpdate, Tags,
+    TopicCategory, TopicPermission,
 };
 pub use postgres::PgRegistry;
 pub use sqlite::SqliteRegistry;
@@ -108,6 +108,27 @@ pub trait RegistryStore: Send + Sync + 'static {
     /// Deletes a product without devices (its topic categories and tags go too).
     fn delete_product<'a>(&'a self, product_key: &'a str) -> BoxFuture<'a, Result<()>>;
     fn count_products<'a>(&'a self, account_id: &'a str) -> BoxFuture<'a, Result<u64>>;
+    /// The draft and published versions of a product's document, `None` when the
+    /// product never had one.
+    fn get_document<'a>(
+        &'a self,
+        product_key: &'a str,
+        kind: DocumentKind,
+    ) -> BoxFuture<'a, Result<Option<ProductDocument>>>;
+    /// Replaces the draft of a product's document (the published version stays).
+    fn save_draft<'a>(
+        &'a self,
+        product_key: &'a str,
+        kind: DocumentKind,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<ProductDocument>>;
+    /// Publishes the current draft, which stays as the draft. Fails with
+    /// `NothingToPublish` when there is no draft.
+    fn publish_draft<'a>(
+        &'a self,
+        product_key: &'a str,
+        kind: DocumentKind,
+    ) -> BoxFuture<'a, Result<ProductDocument>>;
     /// Adds or replaces tags; returns all tags of the product.
     fn set_product_tags<'a>(
         &'a self,

@@ -359,3 +359,37 @@ pub struct BatchItem {
     pub device_name: String,
     pub result: Result<Device, RegistryError>,
 }
+
+/// A document a product carries in two versions: a draft users edit and the
+/// published version devices see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DocumentKind {
+    /// The thing model (TSL JSON).
+    Tsl,
+    /// The data parsing script (JavaScript).
+    Script,
+}
+
+impl DocumentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::Tsl => "tsl",
+            DocumentKind::Script => "script",
+        }
+    }
+}
+
+/// The draft and published versions of a product's document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductDocument {
+    pub product_key: String,
+    pub kind: DocumentKind,
+    pub draft: Option<String>,
+    pub draft_updated_at: Option<DateTime<Utc>>,
+    pub published: Option<String>,
+    /// Number of publications so far (0: never published).
+    pub version: u64,
+    pub published_at: Option<DateTime<Utc>>,
+}

@@ -6,11 +6,18 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::backend::{Migration, registry_backend, run_migrations};
 
-const MIGRATIONS: [Migration; 1] = [Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+const MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "product_documents",
+        sql: include_str!("../migrations/postgres/0002_product_documents.sql"),
+    },
+];
 
 /// Serializes concurrent migrations of several nodes (held until commit).
 const MIGRATION_LOCK: &str = "SELECT pg_advisory_xact_lock(7264935116012345)";

@@ -10,11 +10,18 @@ use sqlx::sqlite::{
 
 use crate::backend::{Migration, registry_backend, run_migrations};
 
-const MIGRATIONS: [Migration; 1] = [Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+const MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "product_documents",
+        sql: include_str!("../migrations/sqlite/0002_product_documents.sql"),
+    },
+];
 
 /// Connections of the pool: readers run in parallel (WAL), writers queue on
 /// SQLite's single write lock (`BEGIN IMMEDIATE` plus the busy timeout).

@@ -24,8 +24,9 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 
 use crate::{
-    BoxFuture, DeviceEventKind, DeviceFilter, DeviceState, NewDevice, NewProduct, NewTopicCategory,
-    PageRequest, ProductUpdate, RegistryLimits, RegistryStore, Result, Tags, TopicPermission,
+    BoxFuture, DeviceEventKind, DeviceFilter, DeviceState, DocumentKind, NewDevice, NewProduct,
+    NewTopicCategory, PageRequest, ProductUpdate, RegistryLimits, RegistryStore, Result, Tags,
+    TopicPermission,
 };
 
 /// Opens a backend under test.
@@ -63,6 +64,7 @@ macro_rules! registry_conformance_tests {
             json_names,
             dynamic_registration_once,
             imported_access_key,
+            product_documents_draft_and_publish,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -1214,6 +1216,55 @@ pub async fn imported_access_key(h: impl Harness) {
             code(s.import_access_key(&acc.id, "x", "short").await),
             "InvalidParameter"
         );
+    })
+    .await;
+}
+
+pub async fn product_documents_draft_and_publish(h: impl Harness) {
+    run(h, small_limits(), |s| async move {
+        let (_acc, pk) = account_and_product(&s).await;
+        assert_eq!(ok(s.get_document(&pk, DocumentKind::Tsl).await), None);
+        assert_eq!(
+            code(s.publish_draft(&pk, DocumentKind::Tsl).await),
+            "NothingToPublish"
+        );
+        let d = ok(s.save_draft(&pk, DocumentKind::Tsl, "{\"v\":1}").await);
+        assert_eq!(d.draft.as_deref(), Some("{\"v\":1}"));
+        assert_eq!((d.published.as_deref(), d.version), (None, 0));
+        assert!(d.draft_updated_at.is_some());
+
+        let p = ok(s.publish_draft(&pk, DocumentKind::Tsl).await);
+        assert_eq!(p.published.as_deref(), Some("{\"v\":1}"));
+        assert_eq!(p.version, 1);
+        assert!(p.published_at.is_some());
+
+        // A new draft leaves the published version alone until it is published.
+        ok(s.save_draft(&pk, DocumentKind::Tsl, "{\"v\":2}").await);
+        let d = ok(s.get_document(&pk, DocumentKind::Tsl).await).expect("exists");
+        assert_eq!(d.draft.as_deref(), Some("{\"v\":2}"));
+        assert_eq!(d.published.as_deref(), Some("{\"v\":1}"));
+        assert_eq!(d.version, 1);
+        let p = ok(s.publish_draft(&pk, DocumentKind::Tsl).await);
+        assert_eq!((p.published.as_deref(), p.version), (Some("{\"v\":2}"), 2));
+
+        // Kinds are independent.
+        assert_eq!(ok(s.get_document(&pk, DocumentKind::Script).await), None);
+        ok(s.save_draft(&pk, DocumentKind::Script, "function f(){}")
+            .await);
+        let t = ok(s.get_document(&pk, DocumentKind::Tsl).await).expect("exists");
+        assert_eq!(t.version, 2);
+
+        assert_eq!(
+            code(s.save_draft("nope", DocumentKind::Tsl, "{}").await),
+            "ProductNotFound"
+        );
+        assert_eq!(
+            code(s.publish_draft("nope", DocumentKind::Tsl).await),
+            "ProductNotFound"
+        );
+        // Deleting the product deletes its documents.
+        ok(s.delete_product(&pk).await);
+        assert_eq!(ok(s.get_document(&pk, DocumentKind::Tsl).await), None);
     })
     .await;
 }
