@@ -49,6 +49,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -97,6 +98,9 @@ enum Client {
     Device {
         identity: DeviceIdentity,
         permissions: DevicePermissions,
+        /// Tells this connection from a later one of the same device.
+        serial: u64,
+        ext_rrpc: bool,
     },
     /// A registration session: it may receive its greeting and nothing else.
     Registration,
@@ -122,6 +126,10 @@ pub struct DeviceAuth {
     tokens: Mutex<HashMap<String, VecDeque<(String, String)>>>,
     lifecycle: mpsc::UnboundedSender<Lifecycle>,
     broker: Arc<OnceLock<Broker>>,
+    /// Connected devices: `"pk/dn"` → the connection's serial and whether it takes
+    /// sync calls on `/ext/rrpc`.
+    online: Mutex<HashMap<String, (u64, bool)>>,
+    serial: AtomicU64,
 }
 
 impl std::fmt::Debug for DeviceAuth {
@@ -145,12 +153,23 @@ impl DeviceAuth {
             tokens: Mutex::new(HashMap::new()),
             lifecycle: tx,
             broker,
+            online: Mutex::new(HashMap::new()),
+            serial: AtomicU64::new(0),
         })
     }
 
     /// Gives the hook the broker it serves, for status messages.
     pub fn attach_broker(&self, broker: Broker) {
         let _ = self.broker.set(broker);
+    }
+
+    /// Whether the device is connected, and whether that connection takes sync calls on
+    /// `/ext/rrpc` (clientId `ext=1`). `None` when it is not connected.
+    pub fn online(&self, product_key: &str, device_name: &str) -> Option<bool> {
+        self.online
+            .lock()
+            .get(&lode_alink::identity_key(product_key, device_name))
+            .map(|&(_, ext)| ext)
     }
 
     /// Whether another sign-in of `key` now stays within the per-minute limit.
@@ -341,6 +360,8 @@ impl DeviceAuth {
             ext: Some(Arc::new(Client::Device {
                 identity,
                 permissions,
+                serial: self.serial.fetch_add(1, Ordering::Relaxed),
+                ext_rrpc: client_id.ext_rrpc(),
             })),
         })
     }
@@ -477,7 +498,16 @@ impl AuthHook for DeviceAuth {
     }
 
     fn connected(&self, principal: &Principal, _client_id: &str, peer: SocketAddr) {
-        if let Some(Client::Device { identity, .. }) = client(principal) {
+        if let Some(Client::Device {
+            identity,
+            serial,
+            ext_rrpc,
+            ..
+        }) = client(principal)
+        {
+            self.online
+                .lock()
+                .insert(identity.key(), (*serial, *ext_rrpc));
             let _ = self.lifecycle.send(Lifecycle {
                 identity: identity.clone(),
                 online: true,
@@ -489,7 +519,17 @@ impl AuthHook for DeviceAuth {
     }
 
     fn disconnected(&self, principal: &Principal, _client_id: &str, reason: CloseReason) {
-        if let Some(Client::Device { identity, .. }) = client(principal) {
+        if let Some(Client::Device {
+            identity, serial, ..
+        }) = client(principal)
+        {
+            {
+                let mut online = self.online.lock();
+                let key = identity.key();
+                if online.get(&key).is_some_and(|&(s, _)| s == *serial) {
+                    online.remove(&key);
+                }
+            }
             let reason = match reason {
                 CloseReason::Client => "client disconnected".to_owned(),
                 CloseReason::Transport => "connection lost".to_owned(),
