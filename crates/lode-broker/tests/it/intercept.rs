@@ -10,10 +10,13 @@ use tokio::sync::oneshot;
 
 use crate::harness::{Client, TestBroker, V3, V5, publish};
 
+/// Topic, payload, QoS and client id of a taken message.
+type Seen = (String, Vec<u8>, QoS, String);
+
 /// Takes every topic under `platform/`; each taken message waits for a release.
 #[derive(Default)]
 struct Taker {
-    seen: Mutex<Vec<(String, Vec<u8>, QoS, String)>>,
+    seen: Mutex<Vec<Seen>>,
     releases: Mutex<Vec<oneshot::Sender<Result<(), NotAccepted>>>>,
 }
 
