@@ -770,6 +770,7 @@ where
             return Ok(());
         }
 
+        let mut taken = None;
         if let Some(hook) = inner.message_hook.get() {
             let uplink = Uplink {
                 principal: &self.principal,
@@ -779,10 +780,17 @@ where
                 payload: &p.payload,
                 qos: p.qos,
             };
-            if let Intercept::Take(accepted) = hook.on_publish(uplink) {
-                stats::inc(&inner.stats.publish_taken);
-                self.take(p.qos, packet_id, accepted);
-                return Ok(());
+            match hook.on_publish(uplink) {
+                Intercept::Route => {}
+                Intercept::Take(accepted) => {
+                    stats::inc(&inner.stats.publish_taken);
+                    self.take(p.qos, packet_id, accepted);
+                    return Ok(());
+                }
+                Intercept::TakeAndRoute(accepted) => {
+                    stats::inc(&inner.stats.publish_taken);
+                    taken = Some(accepted_commit(accepted));
+                }
             }
         }
 
@@ -807,15 +815,25 @@ where
             }
             self.blocked_on = blocked;
         }
-        let code = if matched == 0 && self.version.is_v5() {
+        let code = if matched == 0 && taken.is_none() && self.version.is_v5() {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
         };
         match p.qos {
-            QoS::AtMostOnce => inner.submit_nowait(ops),
+            QoS::AtMostOnce => {
+                inner.submit_nowait(ops);
+                if let Some(accepted) = taken {
+                    self.pending.push_back(Pending {
+                        packet: None,
+                        commit: Some(accepted),
+                        then_queue: Vec::new(),
+                        publish: false,
+                    });
+                }
+            }
             QoS::AtLeastOnce => {
-                let commit = (!ops.is_empty()).then(|| inner.submit(ops));
+                let commit = both((!ops.is_empty()).then(|| inner.submit(ops)), taken);
                 self.answer(
                     Packet::PubAck(PubResp::new(packet_id, code)),
                     commit,
@@ -825,7 +843,7 @@ where
             }
             QoS::ExactlyOnce => {
                 self.session.state.lock().incoming_qos2.insert(packet_id);
-                let commit = (!ops.is_empty()).then(|| inner.submit(ops));
+                let commit = both((!ops.is_empty()).then(|| inner.submit(ops)), taken);
                 // Counted through `incoming_qos2` until PUBREL.
                 self.answer(
                     Packet::PubRec(PubResp::new(packet_id, code)),
@@ -845,11 +863,7 @@ where
         packet_id: u16,
         accepted: BoxFuture<'static, Result<(), NotAccepted>>,
     ) {
-        let commit: Commit = Box::pin(async move {
-            accepted
-                .await
-                .map_err(|e| lode_store::StoreError::Backend(e.to_string()))
-        });
+        let commit = accepted_commit(accepted);
         match qos {
             QoS::AtMostOnce => self.pending.push_back(Pending {
                 packet: None,
@@ -1365,6 +1379,26 @@ where
                 task_inner.publish_internal(msg);
             }
         });
+    }
+}
+
+/// The platform's acceptance of a taken message, as a commit the answer waits for.
+fn accepted_commit(accepted: BoxFuture<'static, Result<(), NotAccepted>>) -> Commit {
+    Box::pin(async move {
+        accepted
+            .await
+            .map_err(|e| lode_store::StoreError::Backend(e.to_string()))
+    })
+}
+
+/// A commit done when both are.
+fn both(a: Option<Commit>, b: Option<Commit>) -> Option<Commit> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Box::pin(async move {
+            a.await?;
+            b.await
+        })),
+        (a, b) => a.or(b),
     }
 }
 

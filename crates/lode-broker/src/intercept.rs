@@ -3,7 +3,8 @@
 //! A [`MessageHook`] sees every authorized PUBLISH before routing. It either lets
 //! the broker route the message as usual, or takes it: then the message reaches no
 //! subscriber, and the client's acknowledgement (PUBACK, PUBREC) waits until the
-//! hook's future says the platform has accepted it. A QoS 0 message that was taken
+//! hook's future says the platform has accepted it. It may also let the broker route
+//! the message as usual besides. A QoS 0 message that was taken
 //! holds the connection's reading the same way, so a device cannot outrun the
 //! platform's handling of its messages.
 
@@ -38,6 +39,9 @@ pub enum Intercept {
     /// resolves `Ok`; on `Err` the connection is closed (0x83) without one, so the
     /// client sends the message again.
     Take(BoxFuture<'static, Result<(), NotAccepted>>),
+    /// The platform took it, and it is also routed to the subscribers allowed to see it
+    /// (applications watching device traffic). The acknowledgement waits for both.
+    TakeAndRoute(BoxFuture<'static, Result<(), NotAccepted>>),
 }
 
 impl std::fmt::Debug for Intercept {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for Intercept {
         match self {
             Intercept::Route => f.write_str("Route"),
             Intercept::Take(_) => f.write_str("Take"),
+            Intercept::TakeAndRoute(_) => f.write_str("TakeAndRoute"),
         }
     }
 }

@@ -162,3 +162,40 @@ async fn refused_acceptance_closes_without_ack() {
     }
     b.stop().await;
 }
+
+/// Takes and routes every topic under `watched/`, accepting at once.
+struct Watcher;
+
+impl MessageHook for Watcher {
+    fn on_publish(&self, uplink: Uplink<'_>) -> Intercept {
+        if uplink.topic.starts_with("watched/") {
+            Intercept::TakeAndRoute(Box::pin(async { Ok(()) }))
+        } else {
+            Intercept::Route
+        }
+    }
+}
+
+#[tokio::test]
+async fn taken_and_routed_reaches_subscribers_and_is_acked_as_taken() {
+    let b = TestBroker::start().await;
+    b.broker.set_message_hook(Arc::new(Watcher));
+    let mut dev = Client::connect(b.addr, V5, "dev").await;
+    // Nobody subscribed, yet the platform took it: success, not 0x10.
+    assert_eq!(
+        dev.publish("watched/a", b"1", QoS::AtLeastOnce, 1).await,
+        ReasonCode::Success
+    );
+    let mut app = Client::connect(b.addr, V5, "app").await;
+    app.subscribe(1, "watched/#", QoS::AtLeastOnce).await;
+    assert_eq!(
+        dev.publish("watched/b", b"2", QoS::AtLeastOnce, 2).await,
+        ReasonCode::Success
+    );
+    let p = app.recv_publish().await;
+    assert_eq!(
+        (&p.topic[..], &p.payload[..]),
+        (&b"watched/b"[..], &b"2"[..])
+    );
+    b.stop().await;
+}
