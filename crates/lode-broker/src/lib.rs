@@ -50,6 +50,20 @@ pub enum PublishError {
     Store(#[from] lode_store::StoreError),
 }
 
+/// Why [`Broker::publish_as`] did not take a message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishAsError {
+    #[error("invalid topic name {0:?}")]
+    InvalidTopic(String),
+    #[error("not authorized to publish to {0:?}")]
+    NotAuthorized(String),
+    #[error(transparent)]
+    NotAccepted(#[from] NotAccepted),
+    #[error(transparent)]
+    Store(#[from] lode_store::StoreError),
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BrokerError {
@@ -142,6 +156,75 @@ impl Broker {
     /// ([`MessageHook`]). Only one hook can be installed; a second call returns `false`.
     pub fn set_message_hook(&self, hook: std::sync::Arc<dyn MessageHook>) -> bool {
         self.inner.message_hook.set(hook).is_ok()
+    }
+
+    /// Publishes for a signed-in client of another transport (CoAP, HTTP) exactly as if
+    /// it had sent an MQTT PUBLISH: the same topic checks and permissions, the same
+    /// message hook, the same routing. Resolves once the message is accepted (durable
+    /// where it has to be), with the number of sessions it reached.
+    pub async fn publish_as(
+        &self,
+        principal: &Principal,
+        client_id: &str,
+        peer: SocketAddr,
+        topic: &str,
+        payload: bytes::Bytes,
+        qos: lode_mqtt::QoS,
+    ) -> Result<usize, PublishAsError> {
+        let inner = &self.inner;
+        if topic.is_empty()
+            || !lode_mqtt::topic::valid_topic_name(topic)
+            || topic.len() > inner.config.max_topic_len
+            || topic.split('/').count() > inner.config.max_topic_levels
+        {
+            return Err(PublishAsError::InvalidTopic(topic.to_owned()));
+        }
+        if !inner.auth.authorize_publish(principal, topic) {
+            stats::inc(&inner.stats.publish_unauthorized);
+            return Err(PublishAsError::NotAuthorized(topic.to_owned()));
+        }
+        stats::inc(&inner.stats.publish_received);
+        let qos = qos.min(inner.config.maximum_qos);
+        let mut accepted = None;
+        if let Some(hook) = inner.message_hook.get() {
+            let uplink = Uplink {
+                principal,
+                client_id,
+                peer,
+                topic,
+                payload: &payload,
+                qos,
+            };
+            match hook.on_publish(uplink) {
+                Intercept::Route => {}
+                Intercept::Take(fut) => {
+                    stats::inc(&inner.stats.publish_taken);
+                    fut.await?;
+                    return Ok(0);
+                }
+                Intercept::TakeAndRoute(fut) => {
+                    stats::inc(&inner.stats.publish_taken);
+                    accepted = Some(fut);
+                }
+            }
+        }
+        let msg = std::sync::Arc::new(state::message(
+            bytes::Bytes::copy_from_slice(topic.as_bytes()),
+            payload,
+            qos,
+            false,
+            lode_mqtt::PublishProperties::default(),
+            0,
+        ));
+        let mut ops = Vec::new();
+        let (matched, _) = inner.route(&msg, topic, &mut ops, None);
+        if !ops.is_empty() {
+            inner.submit(ops).await?;
+        }
+        if let Some(fut) = accepted {
+            fut.await?;
+        }
+        Ok(matched)
     }
 
     /// Ends the connection holding the unique identity `key`

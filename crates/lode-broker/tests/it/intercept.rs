@@ -199,3 +199,66 @@ async fn taken_and_routed_reaches_subscribers_and_is_acked_as_taken() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn other_transports_publish_through_the_same_checks_and_hook() {
+    let b = TestBroker::start().await;
+    let taker = Arc::new(Taker::default());
+    b.broker.set_message_hook(taker.clone());
+    let mut app = Client::connect(b.addr, V5, "app").await;
+    app.subscribe(1, "other/#", QoS::AtLeastOnce).await;
+    let principal = lode_broker::Principal::named("coap-device");
+    let peer: std::net::SocketAddr = "127.0.0.1:5683".parse().expect("addr");
+
+    let reached = b
+        .broker
+        .publish_as(
+            &principal,
+            "coap-1",
+            peer,
+            "other/x",
+            "v".into(),
+            QoS::AtLeastOnce,
+        )
+        .await
+        .expect("routed");
+    assert_eq!(reached, 1);
+    let p = app.recv_publish().await;
+    assert_eq!(&p.payload[..], b"v");
+
+    // A taken message resolves once the platform accepted it.
+    let broker = b.broker.clone();
+    let pending = tokio::spawn(async move {
+        broker
+            .publish_as(
+                &principal,
+                "coap-1",
+                peer,
+                "platform/y",
+                "w".into(),
+                QoS::AtMostOnce,
+            )
+            .await
+    });
+    wait_taken(&taker, 1).await;
+    assert!(!pending.is_finished());
+    let release = taker.releases.lock().remove(0);
+    release.send(Ok(())).expect("waiting");
+    pending.await.expect("task").expect("accepted");
+    assert_eq!(taker.seen.lock()[0].3, "coap-1");
+
+    let err = b
+        .broker
+        .publish_as(
+            &lode_broker::Principal::named("x"),
+            "c",
+            peer,
+            "bad/+",
+            "z".into(),
+            QoS::AtMostOnce,
+        )
+        .await
+        .expect_err("wildcard in a topic name");
+    assert!(matches!(err, lode_broker::PublishAsError::InvalidTopic(_)));
+    b.stop().await;
+}
