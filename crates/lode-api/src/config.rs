@@ -18,7 +18,7 @@ pub struct ThrottleConfig {
     pub publish: Qps,
     /// `POST /api/v1/products/{productKey}/broadcast`.
     pub broadcast: Qps,
-    /// Synchronous cloud-to-device calls (no route yet).
+    /// Service calls to devices (`POST .../devices/{deviceName}/services/{identifier}`).
     pub rrpc: Qps,
     /// Every other call, including unsigned ones (dynamic registration, OpenAPI document).
     pub other: Qps,

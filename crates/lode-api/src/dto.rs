@@ -6,12 +6,15 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use lode_history::{DesiredValue, EventRecord, LogEntry, PropertyPoint, ServiceCall};
 use lode_registry::{
     AccessKey, AuthType, DataFormat, Device, DeviceEvent, DeviceEventKind, DeviceState, NodeType,
-    Product, TopicCategory, TopicPermission,
+    Product, ProductDocument, TopicCategory, TopicPermission,
 };
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 /// Key → value tags.
@@ -465,4 +468,508 @@ pub struct RegisterData {
     pub product_key: String,
     pub device_name: String,
     pub device_secret: String,
+}
+
+// --- thing model
+
+/// `?draft=true` reads the draft; the published version otherwise.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct DraftQuery {
+    #[serde(default)]
+    pub draft: bool,
+}
+
+/// The thing model (TSL) of a product, in the reference platform's JSON format.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingModelDto {
+    pub product_key: String,
+    /// Number of publications so far (0: never published).
+    pub version: u64,
+    pub published_at: Option<DateTime<Utc>>,
+    /// When the draft was last saved; null when there is no draft.
+    pub draft_updated_at: Option<DateTime<Utc>>,
+    /// The TSL JSON (`schema`, `profile`, `properties`, `events`, `services`);
+    /// a product without one has only the implicit `post` event and `set`/`get` services.
+    #[schema(value_type = Object)]
+    pub tsl: Value,
+}
+
+impl ThingModelDto {
+    pub(crate) fn new(doc: &ProductDocument, tsl: Value) -> Self {
+        ThingModelDto {
+            product_key: doc.product_key.clone(),
+            version: doc.version,
+            published_at: doc.published_at,
+            draft_updated_at: doc.draft_updated_at,
+            tsl,
+        }
+    }
+}
+
+/// The data parsing script of a product.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptDto {
+    pub product_key: String,
+    /// Number of publications so far (0: never published).
+    pub version: u64,
+    pub published_at: Option<DateTime<Utc>>,
+    pub draft_updated_at: Option<DateTime<Utc>>,
+    /// The JavaScript source (draft or published, as asked); null when there is none.
+    pub source: Option<String>,
+}
+
+impl ScriptDto {
+    pub(crate) fn new(doc: ProductDocument, draft: bool) -> Self {
+        ScriptDto {
+            product_key: doc.product_key,
+            version: doc.version,
+            published_at: doc.published_at,
+            draft_updated_at: doc.draft_updated_at,
+            source: if draft { doc.draft } else { doc.published },
+        }
+    }
+}
+
+/// `PUT /products/{productKey}/script`: the draft script.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScriptBody {
+    pub source: String,
+}
+
+/// Which function of a script a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScriptTestDirection {
+    /// `rawDataToProtocol` over bytes.
+    Up,
+    /// `protocolToRawData` over an Alink JSON message.
+    Down,
+}
+
+/// `POST /products/{productKey}/script/test`: runs a script on a sample.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScriptTestRequest {
+    pub direction: ScriptTestDirection,
+    /// The script to run; the product's draft when absent.
+    pub source: Option<String>,
+    /// `up`: the raw payload in hex.
+    pub payload_hex: Option<String>,
+    /// `up`: the raw payload in base64 (standard alphabet).
+    pub payload_base64: Option<String>,
+    /// `down`: the Alink JSON message.
+    #[schema(value_type = Option<Object>)]
+    pub message: Option<Value>,
+}
+
+/// What a script returned: the Alink JSON (`up`), or `{hex, length}` (`down`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScriptTestResponse {
+    #[schema(value_type = Object)]
+    pub result: Value,
+}
+
+/// `POST .../devices/{deviceName}/properties/set`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetPropertiesRequest {
+    /// Property identifier → value, checked against the published thing model.
+    #[schema(value_type = Object)]
+    pub items: Map<String, Value>,
+}
+
+/// A request sent to a device; its reply is recorded with the service call of that id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageIdDto {
+    pub message_id: String,
+}
+
+/// `POST /products/{productKey}/properties/set`: the same values to many devices.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchSetPropertiesRequest {
+    /// 1 to 100 devices of the product.
+    pub device_names: Vec<String>,
+    #[schema(value_type = Object)]
+    pub items: Map<String, Value>,
+}
+
+/// The outcome for one device of a batch property set: a message id, or an error.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSetResult {
+    pub device_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// Error code, as in an error response.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Outcomes of a batch property set, in the order of the request.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSetResponse {
+    pub items: Vec<BatchSetResult>,
+}
+
+/// `POST .../devices/{deviceName}/services/{identifier}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InvokeServiceRequest {
+    /// Input parameters, checked against the service's `inputData`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub args: Map<String, Value>,
+    /// How long a sync call waits for the device, 1,000 to 60,000 ms (default 5,000).
+    pub timeout_ms: Option<u64>,
+}
+
+/// The outcome of a service call: for a sync service the device's answer, for an
+/// async one only the message id (the reply is recorded with the call).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeServiceResponse {
+    pub message_id: String,
+    /// `sync` or `async`.
+    pub call_type: String,
+    /// The device's Alink code (200: success); sync calls only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i64>,
+    /// The service's output; sync calls only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The latest value of a property; `value` and times are null when the device
+/// never reported it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestPropertyDto {
+    pub identifier: String,
+    /// Name in the published thing model; null for a value of a property it no longer has.
+    pub name: Option<String>,
+    /// Data type in the published thing model (`int`, `float`, `struct`, …).
+    pub data_type: Option<String>,
+    pub value: Option<Value>,
+    /// Device time of the value, ms since the Unix epoch.
+    pub time: Option<i64>,
+    /// When the platform accepted it, ms since the Unix epoch.
+    pub server_time: Option<i64>,
+}
+
+/// Every property of the published thing model (in its order), then values of
+/// properties the model no longer has.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestPropertyList {
+    pub items: Vec<LatestPropertyDto>,
+}
+
+/// A time window and a page of history. Times are ms since the Unix epoch;
+/// the window is `start <= time < end`, the last 24 hours by default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Inclusive; default `end` minus 24 hours.
+    pub start: Option<i64>,
+    /// Exclusive; default now (inclusive of now).
+    pub end: Option<i64>,
+    /// `desc` (newest first, default) or `asc`.
+    pub order: Option<String>,
+    /// 1 to 200, default 50.
+    pub limit: Option<u32>,
+    /// `nextCursor` of the previous page (with the same order).
+    pub cursor: Option<String>,
+}
+
+/// Event history filters and paging (see [`HistoryQuery`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct EventHistoryQuery {
+    /// Only this event.
+    pub identifier: Option<String>,
+    /// Only `info`, `alert` or `error` events.
+    pub event_type: Option<String>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    /// `desc` (default) or `asc`.
+    pub order: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// Service-call history filters and paging (see [`HistoryQuery`]); calls are
+/// ordered by the time they were sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct CallHistoryQuery {
+    /// Only calls of this service (`set` for property sets).
+    pub identifier: Option<String>,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    /// `desc` (default) or `asc`.
+    pub order: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// One value of a property.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyPointDto {
+    pub value: Value,
+    pub time: i64,
+    pub server_time: i64,
+}
+
+impl From<PropertyPoint> for PropertyPointDto {
+    fn from(p: PropertyPoint) -> Self {
+        PropertyPointDto {
+            value: p.value,
+            time: p.device_time,
+            server_time: p.server_time,
+        }
+    }
+}
+
+/// One page of a property's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyHistoryPage {
+    pub identifier: String,
+    pub items: Vec<PropertyPointDto>,
+    /// Present when more may follow: pass it as `cursor`.
+    pub next_cursor: Option<String>,
+}
+
+/// One event a device reported.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDto {
+    pub identifier: String,
+    /// `info`, `alert` or `error`.
+    pub event_type: String,
+    #[schema(value_type = Object)]
+    pub output: Value,
+    pub time: i64,
+    pub server_time: i64,
+}
+
+impl From<EventRecord> for EventDto {
+    fn from(e: EventRecord) -> Self {
+        EventDto {
+            identifier: e.identifier,
+            event_type: e.event_type,
+            output: e.output,
+            time: e.device_time,
+            server_time: e.server_time,
+        }
+    }
+}
+
+/// One page of a device's event history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventHistoryPage {
+    pub items: Vec<EventDto>,
+    pub next_cursor: Option<String>,
+}
+
+/// One property set or service call and its outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCallDto {
+    pub message_id: String,
+    /// The service (`set` for a property set).
+    pub identifier: String,
+    /// `sync` or `async`.
+    pub call_type: String,
+    pub input: Value,
+    /// `pending`, `succeeded`, `failed` or `timed_out`.
+    pub status: String,
+    /// The device's Alink code.
+    pub code: Option<i64>,
+    pub output: Option<Value>,
+    pub message: Option<String>,
+    /// When it was sent, ms since the Unix epoch.
+    pub started_at: i64,
+    /// When the reply (or the time-out) came.
+    pub finished_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+}
+
+impl From<ServiceCall> for ServiceCallDto {
+    fn from(c: ServiceCall) -> Self {
+        ServiceCallDto {
+            duration_ms: c.duration_ms(),
+            message_id: c.call_id,
+            identifier: c.identifier,
+            call_type: c.call_type,
+            input: c.input,
+            status: c.status.as_str().to_owned(),
+            code: c.code,
+            output: c.output,
+            message: c.message,
+            started_at: c.started_at,
+            finished_at: c.finished_at,
+        }
+    }
+}
+
+/// One page of a device's service calls.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCallPage {
+    pub items: Vec<ServiceCallDto>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET .../desired?identifiers=a,b`: all desired values when absent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct DesiredQuery {
+    /// Property identifiers, comma-separated.
+    pub identifiers: Option<String>,
+}
+
+/// The desired value of a property.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredDto {
+    pub identifier: String,
+    pub value: Value,
+    /// Grows by one with every change, deletions included.
+    pub version: u64,
+    /// When it was set, ms since the Unix epoch.
+    pub time: i64,
+}
+
+impl From<DesiredValue> for DesiredDto {
+    fn from(d: DesiredValue) -> Self {
+        DesiredDto {
+            identifier: d.identifier,
+            value: d.value,
+            version: d.version,
+            time: d.time,
+        }
+    }
+}
+
+/// Desired values of a device.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredList {
+    pub items: Vec<DesiredDto>,
+}
+
+/// `PUT .../desired`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetDesiredRequest {
+    /// Property identifier → desired value (read-write properties of the published model).
+    #[schema(value_type = Object)]
+    pub items: Map<String, Value>,
+    /// Property identifier → the version it must have now (0: never set);
+    /// `VersionConflict` otherwise.
+    #[serde(default)]
+    pub versions: BTreeMap<String, u64>,
+}
+
+/// The new version of a desired value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredVersionDto {
+    pub identifier: String,
+    pub version: u64,
+}
+
+/// New versions of the desired values set.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredVersionList {
+    pub items: Vec<DesiredVersionDto>,
+}
+
+/// `DELETE .../desired/{identifier}?version=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct DeleteDesiredQuery {
+    /// The version it must have now; `VersionConflict` otherwise.
+    pub version: Option<u64>,
+}
+
+/// One message to or from a device.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntryDto {
+    /// When it was handled, ms since the Unix epoch.
+    pub time: i64,
+    /// `up` (from the device) or `down`.
+    pub direction: String,
+    pub topic: String,
+    /// The payload (possibly truncated), as text or base64: see `payloadEncoding`.
+    pub payload: String,
+    /// `text` (UTF-8) or `base64`.
+    pub payload_encoding: String,
+    /// Size of the whole payload in bytes.
+    pub payload_size: u32,
+    /// Only the start of the payload was kept.
+    pub truncated: bool,
+    /// Result code; 200 is success.
+    pub code: i64,
+    /// The processing step that failed (`parse`, `tsl`, `script`, …).
+    pub step: Option<String>,
+    pub message: Option<String>,
+    pub trace_id: String,
+}
+
+impl From<LogEntry> for LogEntryDto {
+    fn from(e: LogEntry) -> Self {
+        let truncated = e.payload.len() < e.payload_size as usize;
+        let (payload, payload_encoding) = match String::from_utf8(e.payload) {
+            Ok(text) => (text, "text"),
+            Err(e) => (
+                base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+                "base64",
+            ),
+        };
+        LogEntryDto {
+            time: e.time,
+            direction: e.direction.as_str().to_owned(),
+            topic: e.topic,
+            payload,
+            payload_encoding: payload_encoding.to_owned(),
+            payload_size: e.payload_size,
+            truncated,
+            code: e.code,
+            step: e.step,
+            message: e.message,
+            trace_id: e.trace_id,
+        }
+    }
+}
+
+/// One page of a device's message log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogPage {
+    pub items: Vec<LogEntryDto>,
+    pub next_cursor: Option<String>,
 }

@@ -2,7 +2,10 @@
 //! server merges into its HTTP listener.
 //!
 //! - `/api/v1/...`: access keys, products, tags, topic categories, devices,
-//!   batch registration jobs, cloud-side publish and broadcast, bearer tokens.
+//!   batch registration jobs, cloud-side publish and broadcast, bearer tokens;
+//!   with a thing-model runtime attached ([`ApiState::with_thing`]), the thing
+//!   model and data parsing script of products, property set, service calls,
+//!   latest values, history, desired values and the device message log.
 //!   Every call is authenticated (an AccessKey signature, see [`signing`], or a
 //!   bearer token), throttled per account and per client IP, and scoped to the
 //!   caller's account: another account's objects do not exist for it.
@@ -45,6 +48,6 @@ pub use config::{ApiConfig, Qps, ThrottleConfig};
 #[cfg(feature = "server")]
 pub use dto::*;
 #[cfg(feature = "server")]
-pub use error::{ApiError, ApiResult, ErrorBody};
+pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 #[cfg(feature = "server")]
 pub use state::{ApiState, REQUEST_ID_HEADER, router};

@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lode_broker::Broker;
 use lode_registry::{Product, RegistryStore};
+use lode_thing::ThingEngine;
 use rand::Rng;
 
 use crate::auth::{self, Caller, Replay};
@@ -30,6 +31,8 @@ pub struct ApiState {
     pub(crate) broker: Broker,
     pub(crate) config: ApiConfig,
     pub(crate) shared: Arc<Shared>,
+    /// The thing-model runtime; without it the thing-model routes answer 503.
+    pub(crate) thing: Option<ThingEngine>,
 }
 
 /// State shared by every request: replay protection, tokens, throttling, jobs.
@@ -57,7 +60,24 @@ impl ApiState {
             broker,
             config,
             shared,
+            thing: None,
         }
+    }
+
+    /// The API with the thing-model routes served by `engine`.
+    pub fn with_thing(mut self, engine: ThingEngine) -> ApiState {
+        self.thing = Some(engine);
+        self
+    }
+
+    /// The thing-model runtime, when attached.
+    pub fn thing(&self) -> Option<&ThingEngine> {
+        self.thing.as_ref()
+    }
+
+    /// The thing-model runtime, or `ServiceUnavailable`.
+    pub(crate) fn engine(&self) -> ApiResult<&ThingEngine> {
+        self.thing.as_ref().ok_or(ApiError::ThingUnavailable)
     }
 
     /// The registry.
@@ -133,6 +153,7 @@ async fn request_id(req: Request, next: Next) -> Response {
         (resp.status() == StatusCode::METHOD_NOT_ALLOWED).then(|| PendingError {
             code: "MethodNotAllowed",
             message: ApiError::MethodNotAllowed.to_string(),
+            details: None,
         })
     });
     if let Some(p) = pending {
@@ -141,6 +162,7 @@ async fn request_id(req: Request, next: Next) -> Response {
             code: p.code.to_owned(),
             message: p.message,
             request_id: id.clone(),
+            errors: p.details,
         };
         let mut json = (status, axum::Json(body)).into_response();
         // Keep headers such as Allow on a 405.

@@ -19,11 +19,13 @@ pub(crate) enum Class {
 }
 
 impl Class {
-    /// The class of a request path.
+    /// The class of a request path. Service calls
+    /// (`/api/v1/products/{pk}/devices/{dn}/services/{identifier}`) are RRpc,
+    /// whether the service is sync or async.
     pub(crate) fn of_path(path: &str) -> Class {
         if path == "/api/v1/pub" {
             Class::Pub
-        } else if path == "/api/v1/rrpc" {
+        } else if path == "/api/v1/rrpc" || is_service_call(path) {
             Class::RRpc
         } else if path.starts_with("/api/v1/products/") && path.ends_with("/broadcast") {
             Class::PubBroadcast
@@ -44,6 +46,15 @@ impl Class {
     fn index(self) -> usize {
         self as usize
     }
+}
+
+fn is_service_call(path: &str) -> bool {
+    let levels: Vec<&str> = path.split('/').collect();
+    matches!(
+        levels.as_slice(),
+        ["", "api", "v1", "products", pk, "devices", dn, "services", id]
+            if !pk.is_empty() && !dn.is_empty() && !id.is_empty()
+    )
 }
 
 struct Pair {
@@ -137,6 +148,18 @@ mod tests {
             Class::PubBroadcast
         );
         assert_eq!(Class::of_path("/api/v1/products"), Class::Other);
+        assert_eq!(
+            Class::of_path("/api/v1/products/a1/devices/d1/services/reboot"),
+            Class::RRpc
+        );
+        assert_eq!(
+            Class::of_path("/api/v1/products/a1/devices/d1/service-calls"),
+            Class::Other
+        );
+        assert_eq!(
+            Class::of_path("/api/v1/products/a1/devices/d1/services/"),
+            Class::Other
+        );
         let cfg = ThrottleConfig {
             other: Qps {
                 per_account: 2,

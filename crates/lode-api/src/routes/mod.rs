@@ -5,6 +5,8 @@ pub(crate) mod keys;
 pub(crate) mod messaging;
 pub(crate) mod products;
 pub(crate) mod register;
+pub(crate) mod rules;
+pub(crate) mod thing;
 
 use axum::Router;
 use axum::extract::State;
@@ -50,6 +52,10 @@ pub(crate) const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "products", description = "Products, product tags, topic categories"),
         (name = "devices", description = "Devices, batch registration jobs, device tags, status, lifecycle log"),
         (name = "messaging", description = "Cloud-side publish and broadcast"),
+        (name = "thingModel", description = "Thing model and data parsing script of products; \
+            property set, service calls, latest values, history, desired values and message log of devices. \
+            Times are ms since the Unix epoch. Without the thing-model runtime these answer 503 ServiceUnavailable"),
+        (name = "rules", description = "Rules engine: rules, tests on samples, counters, traces, and forwarding destinations"),
         (name = "deviceAuth", description = "Device-facing endpoints (not AccessKey-signed)"),
     )
 )]
@@ -191,6 +197,38 @@ pub(crate) fn build(state: ApiState) -> Router {
         .routes(routes!(devices::device_events))
         .routes(routes!(messaging::publish))
         .routes(routes!(messaging::broadcast))
+        .routes(routes!(thing::get_thing_model, thing::put_thing_model))
+        .routes(routes!(thing::publish_thing_model))
+        .routes(routes!(thing::get_script, thing::put_script))
+        .routes(routes!(thing::publish_script))
+        .routes(routes!(thing::test_script))
+        .routes(routes!(thing::set_properties))
+        .routes(routes!(thing::batch_set_properties))
+        .routes(routes!(thing::invoke_service))
+        .routes(routes!(thing::latest_properties))
+        .routes(routes!(thing::property_history))
+        .routes(routes!(thing::event_history))
+        .routes(routes!(thing::service_calls))
+        .routes(routes!(thing::service_call))
+        .routes(routes!(thing::get_desired, thing::set_desired))
+        .routes(routes!(thing::delete_desired))
+        .routes(routes!(thing::device_log))
+        .routes(routes!(rules::create_rule, rules::list_rules))
+        .routes(routes!(rules::test_rule))
+        .routes(routes!(rules::get_rule, rules::update_rule, rules::delete_rule))
+        .routes(routes!(rules::enable_rule))
+        .routes(routes!(rules::disable_rule))
+        .routes(routes!(rules::rule_counters))
+        .routes(routes!(rules::start_trace, rules::get_trace))
+        .routes(routes!(
+            rules::create_destination,
+            rules::list_destinations
+        ))
+        .routes(routes!(
+            rules::get_destination,
+            rules::update_destination,
+            rules::delete_destination
+        ))
         .layer(from_fn_with_state(state.clone(), authenticate))
         .split_for_parts();
 

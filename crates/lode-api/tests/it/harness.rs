@@ -9,10 +9,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use lode_api::{ApiConfig, ApiState, signing};
 use lode_broker::{AllowAnonymous, AuthHook, Broker, BrokerConfig, ConnInfo};
+use lode_device::{DeviceAuth, DeviceAuthConfig};
 use lode_mqtt::{
     Connect, ConnectProperties, Packet, ProtocolVersion, QoS, Subscribe, SubscriptionOptions,
 };
 use lode_registry::{RegistryLimits, RegistryStore, SqliteRegistry};
+use lode_thing::{DeviceSession, Presence, ThingConfig, ThingEngine};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -108,19 +110,79 @@ impl Api {
     }
 
     pub(crate) async fn start_with(config: ApiConfig, auth: Arc<dyn AuthHook>) -> Api {
+        Self::boot(config, Some(auth)).await
+    }
+
+    /// The API with the thing-model runtime, devices signing in with their secrets
+    /// (and applications accepted, for subscribers); no throttling, since the
+    /// tests poll.
+    pub(crate) async fn start_thing() -> Api {
+        let unlimited = lode_api::Qps {
+            per_account: 0,
+            per_ip: 0,
+        };
+        let config = ApiConfig {
+            throttle: lode_api::ThrottleConfig {
+                other: unlimited,
+                rrpc: unlimited,
+                ..lode_api::ThrottleConfig::default()
+            },
+            ..ApiConfig::default()
+        };
+        Self::boot(config, None).await
+    }
+
+    /// Starts everything; without `auth`, devices sign in through `DeviceAuth` and
+    /// the thing-model runtime is attached.
+    async fn boot(config: ApiConfig, auth: Option<Arc<dyn AuthHook>>) -> Api {
         let dir = tempfile::tempdir().expect("tempdir");
         let registry: Arc<dyn RegistryStore> = Arc::new(
             SqliteRegistry::open(dir.path().join("registry.db"), RegistryLimits::default())
                 .await
                 .expect("registry opens"),
         );
+        let devices = match auth {
+            Some(_) => None,
+            None => Some(DeviceAuth::start(
+                registry.clone(),
+                DeviceAuthConfig {
+                    allow_applications: true,
+                    connects_per_minute: 100,
+                    ..DeviceAuthConfig::default()
+                },
+            )),
+        };
+        let hook: Arc<dyn AuthHook> = match (auth, &devices) {
+            (Some(auth), _) => auth,
+            (None, Some(d)) => d.clone(),
+            (None, None) => Arc::new(AllowAnonymous),
+        };
         let broker = Broker::open(
             BrokerConfig::default(),
             Arc::new(lode_store::MemoryStore::new()),
-            auth,
+            hook,
         )
         .await
         .expect("broker opens");
+        let mut state = ApiState::new(registry.clone(), broker.clone(), config);
+        if let Some(devices) = devices {
+            devices.attach_broker(broker.clone());
+            let history = lode_history::EmbeddedHistory::open(
+                dir.path().join("history"),
+                &lode_history::HistoryConfig::default(),
+            )
+            .expect("history opens");
+            let scripts = lode_script::ScriptEngine::new(lode_script::EngineConfig::default())
+                .expect("script engine");
+            let engine = ThingEngine::start(
+                registry.clone(),
+                Arc::new(history),
+                scripts,
+                ThingConfig::default(),
+            );
+            engine.attach(broker.clone(), Arc::new(Online(devices)));
+            state = state.with_thing(engine);
+        }
 
         let mqtt = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let mqtt_addr = mqtt.local_addr().expect("addr");
@@ -142,7 +204,7 @@ impl Api {
             }
         });
 
-        let app = lode_api::router(ApiState::new(registry.clone(), broker.clone(), config));
+        let app = lode_api::router(state);
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = http.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -203,6 +265,17 @@ impl Api {
         )
         .await
         .ok(201)
+    }
+}
+
+/// Who is online, as the device sign-in layer knows it.
+struct Online(Arc<DeviceAuth>);
+
+impl Presence for Online {
+    fn session(&self, product_key: &str, device_name: &str) -> Option<DeviceSession> {
+        self.0
+            .online(product_key, device_name)
+            .map(|ext_rrpc| DeviceSession { ext_rrpc })
     }
 }
 
@@ -341,6 +414,30 @@ const V3: ProtocolVersion = ProtocolVersion::V311;
 
 impl Mqtt {
     pub(crate) async fn connect(addr: SocketAddr, client_id: &str, username: Option<&str>) -> Mqtt {
+        Self::connect_with(addr, client_id, username, None).await
+    }
+
+    /// Signs in as device `pk/dn` with its secret (HMAC-SHA256), with
+    /// server-side subscription (`_ss=1`) and sync calls on `/ext/rrpc` (`ext=1`).
+    pub(crate) async fn connect_device(addr: SocketAddr, pk: &str, dn: &str, secret: &str) -> Mqtt {
+        let client_id = format!("{dn}|securemode=3,signmethod=hmacsha256,_ss=1,ext=1|");
+        let content = format!("clientId{dn}deviceName{dn}productKey{pk}");
+        let password = lode_alink::sign(lode_alink::SignMethod::HmacSha256, secret, &content);
+        Self::connect_with(
+            addr,
+            &client_id,
+            Some(&format!("{dn}&{pk}")),
+            Some(password.into_bytes()),
+        )
+        .await
+    }
+
+    async fn connect_with(
+        addr: SocketAddr,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<Vec<u8>>,
+    ) -> Mqtt {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let mut c = Mqtt {
             stream,
@@ -353,7 +450,7 @@ impl Mqtt {
             client_id: client_id.to_owned(),
             will: None,
             username: username.map(str::to_owned),
-            password: None,
+            password: password.map(bytes::Bytes::from),
             properties: ConnectProperties::default(),
         })))
         .await;
@@ -388,6 +485,59 @@ impl Mqtt {
             Some(Packet::SubAck(_)) => {}
             other => panic!("expected SUBACK, got {other:?}"),
         }
+    }
+
+    /// Publishes with QoS 1 (packet id 1; the acknowledgement is left to `next_publish`).
+    pub(crate) async fn publish(&mut self, topic: &str, payload: &[u8]) {
+        self.send(Packet::Publish(lode_mqtt::Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
+            packet_id: Some(1),
+            properties: Default::default(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+        }))
+        .await;
+    }
+
+    /// The next PUBLISH (acknowledged when QoS 1), skipping other packets; its
+    /// topic and payload.
+    pub(crate) async fn next_publish(&mut self) -> (String, Vec<u8>) {
+        loop {
+            match self.recv().await {
+                Some(Packet::Publish(p)) => {
+                    if let Some(id) = p.packet_id {
+                        self.send(Packet::PubAck(lode_mqtt::PubResp::new(
+                            id,
+                            lode_mqtt::ReasonCode::Success,
+                        )))
+                        .await;
+                    }
+                    return (
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        p.payload.to_vec(),
+                    );
+                }
+                Some(_) => {}
+                None => panic!("connection closed while waiting for a PUBLISH"),
+            }
+        }
+    }
+
+    /// The next PUBLISH on `topic` as JSON, skipping others.
+    pub(crate) async fn expect_json(&mut self, topic: &str) -> Value {
+        loop {
+            let (t, payload) = self.next_publish().await;
+            if t == topic {
+                return serde_json::from_slice(&payload).expect("JSON payload");
+            }
+        }
+    }
+
+    /// Closes the connection with a DISCONNECT.
+    pub(crate) async fn disconnect(mut self) {
+        self.send(Packet::Disconnect(Default::default())).await;
     }
 
     /// The next packet, `None` when the connection closed; panics after 5 s.

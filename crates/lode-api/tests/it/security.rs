@@ -328,6 +328,22 @@ async fn openapi_lists_every_path() {
         "/api/v1/products/{productKey}/devices/{deviceName}/events",
         "/api/v1/pub",
         "/api/v1/products/{productKey}/broadcast",
+        "/api/v1/products/{productKey}/thing-model",
+        "/api/v1/products/{productKey}/thing-model/publish",
+        "/api/v1/products/{productKey}/script",
+        "/api/v1/products/{productKey}/script/publish",
+        "/api/v1/products/{productKey}/script/test",
+        "/api/v1/products/{productKey}/properties/set",
+        "/api/v1/products/{productKey}/devices/{deviceName}/properties",
+        "/api/v1/products/{productKey}/devices/{deviceName}/properties/set",
+        "/api/v1/products/{productKey}/devices/{deviceName}/properties/{identifier}/history",
+        "/api/v1/products/{productKey}/devices/{deviceName}/services/{identifier}",
+        "/api/v1/products/{productKey}/devices/{deviceName}/event-history",
+        "/api/v1/products/{productKey}/devices/{deviceName}/service-calls",
+        "/api/v1/products/{productKey}/devices/{deviceName}/service-calls/{messageId}",
+        "/api/v1/products/{productKey}/devices/{deviceName}/desired",
+        "/api/v1/products/{productKey}/devices/{deviceName}/desired/{identifier}",
+        "/api/v1/products/{productKey}/devices/{deviceName}/log",
         "/api/v1/openapi.json",
         "/auth/register/device",
     ];
@@ -338,6 +354,15 @@ async fn openapi_lists_every_path() {
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
     assert!(doc["components"]["schemas"].get("BTreeMap").is_none());
     assert!(doc["components"]["schemas"]["DeviceDto"].is_object());
+    assert!(doc["components"]["schemas"]["ErrorDetail"].is_object());
+    assert!(doc["components"]["schemas"]["ServiceCallDto"].is_object());
+    let tags: Vec<&str> = doc["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(tags.contains(&"thingModel"), "{tags:?}");
     assert!(doc["components"]["securitySchemes"]["accessKeySignature"].is_object());
     // Every signed operation documents the authentication and throttling errors.
     for (path, item) in paths {
