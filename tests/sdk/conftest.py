@@ -8,11 +8,19 @@ CA made with the `openssl` command-line tool. Products and devices are created
 with the `lodestone` CLI, as an operator would.
 """
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from urllib.parse import parse_qsl, quote
 from pathlib import Path
 
 import pytest
@@ -118,6 +126,40 @@ class Server:
         assert out.returncode == 0, f"lodestone {args} failed: {out.stderr}"
         return json.loads(out.stdout) if out.stdout.strip() else None
 
+    def api(self, method, path, body=None, query=""):
+        """Calls the management API directly, signing the request as any HTTP client
+        would (HMAC-SHA256 over the six-line canonical string), and returns
+        `(status, parsed JSON body)`."""
+        data = b"" if body is None else json.dumps(body).encode()
+        timestamp = str(int(time.time() * 1000))
+        nonce = uuid.uuid4().hex
+        pairs = sorted(
+            (quote(k, safe="-_.~"), quote(v, safe="-_.~"))
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        )
+        canonical = "\n".join([
+            method, path, "&".join(f"{k}={v}" for k, v in pairs),
+            hashlib.sha256(data).hexdigest(), timestamp, nonce,
+        ])
+        signature = hmac.new(ACCESS_KEY_SECRET.encode(), canonical.encode(),
+                             hashlib.sha256).hexdigest()
+        url = f"http://{self.host}:{self.http_port}{path}" + (f"?{query}" if query else "")
+        request = urllib.request.Request(url, data=data if body is not None else None,
+                                         method=method, headers={
+            "Content-Type": "application/json",
+            "X-Lode-Access-Key-Id": ACCESS_KEY_ID,
+            "X-Lode-Timestamp": timestamp,
+            "X-Lode-Nonce": nonce,
+            "X-Lode-Signature": signature,
+        })
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                raw = resp.read()
+                return resp.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, json.loads(raw) if raw else None
+
     def product(self, name, dynamic_registration=False):
         args = ["product", "create", "--name", name]
         if dynamic_registration:
@@ -126,6 +168,19 @@ class Server:
 
     def device(self, product_key, name):
         return self.cli("device", "register", "--product-key", product_key, "--name", name)
+
+
+@pytest.fixture
+def devices():
+    """Destroys every LinkKit a test made, connected or not. `destroy()` can block for ever
+    when the SDK's network loop is stuck (see `post_and_set`), so it runs in a daemon thread
+    given a few seconds; the SDK's own threads are daemons and do not keep pytest alive."""
+    made = []
+    yield made
+    for lk in made:
+        t = threading.Thread(target=lambda: lk.destroy(), daemon=True)
+        t.start()
+        t.join(5)
 
 
 @pytest.fixture(scope="session")

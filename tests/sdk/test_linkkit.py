@@ -74,19 +74,6 @@ def linkkit_device(events, **kwargs):
     return lk
 
 
-@pytest.fixture
-def devices():
-    """Destroys every LinkKit a test made, connected or not. `destroy()` can block for ever
-    when the SDK's network loop is stuck (see `post_and_set`), so it runs in a daemon thread
-    given a few seconds; the SDK's own threads are daemons and do not keep pytest alive."""
-    made = []
-    yield made
-    for lk in made:
-        t = threading.Thread(target=lambda: lk.destroy(), daemon=True)
-        t.start()
-        t.join(5)
-
-
 class Application:
     """A plain MQTT client (no username: accepted in anonymous mode) watching topics."""
 
