@@ -189,6 +189,12 @@ impl Conn {
     pub(crate) fn into_stream(self) -> TcpStream {
         self.stream
     }
+
+    /// The socket and the read buffer with any bytes received after the last packet
+    /// returned.
+    pub(crate) fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.rbuf)
+    }
 }
 
 /// Writes a DISCONNECT without waiting; a full socket buffer just drops it.

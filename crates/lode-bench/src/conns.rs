@@ -28,8 +28,9 @@ pub(crate) struct ConnParams {
     pub(crate) settle: Duration,
 }
 
-pub(crate) struct Opened {
-    pub(crate) streams: Vec<TcpStream>,
+/// What [`open_many`] opened: the connections (in no particular order) and the handshake times.
+pub(crate) struct Opened<T = TcpStream> {
+    pub(crate) streams: Vec<T>,
     pub(crate) hist: Histogram<u64>,
     pub(crate) failed: usize,
     pub(crate) first_error: Option<String>,
@@ -38,10 +39,11 @@ pub(crate) struct Opened {
 
 /// Opens `n` connections with at most `concurrency` handshakes in flight and keeps
 /// them open; `connect(i)` makes connection `i`. Records each handshake's time.
-pub(crate) async fn open_many<F, Fut>(n: usize, concurrency: usize, connect: F) -> Opened
+pub(crate) async fn open_many<T, F, Fut>(n: usize, concurrency: usize, connect: F) -> Opened<T>
 where
+    T: Send + 'static,
     F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<Conn>> + Send,
+    Fut: Future<Output = Result<T>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -62,7 +64,7 @@ where
                 match connect(i).await {
                     Ok(c) => {
                         hist.saturating_record(t.elapsed().as_nanos().max(1) as u64);
-                        streams.push(c.into_stream());
+                        streams.push(c);
                     }
                     Err(e) => {
                         failed += 1;
@@ -111,7 +113,9 @@ async fn open_all(target: &Target, p: &ConnParams) -> Opened {
         async move {
             let src = target.source_for(i, p.per_source);
             let id = format!("lb-{tag}-c{i}");
-            Conn::connect(target.addr, src, p.version, &id, p.keep_alive, 0).await
+            Conn::connect(target.addr, src, p.version, &id, p.keep_alive, 0)
+                .await
+                .map(Conn::into_stream)
         }
     })
     .await

@@ -1,10 +1,12 @@
 //! `lodestone-bench`: drives any MQTT broker by address and reports throughput, loss, latency,
 //! connection rate, broker CPU and memory, one row per broker, ratios against the first.
 
+mod api;
 mod client;
 mod conns;
 mod echo;
 mod flow;
+mod ingest;
 mod procstat;
 mod report;
 mod signin;
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::{Parser, ValueEnum};
 use lode_mqtt::{ProtocolVersion, QoS};
 
@@ -41,11 +43,23 @@ Scenarios:
                   HMAC-SHA256 password, at most --concurrency in flight; reports sign-ins/s
                   (CONNECT->CONNACK 0) and latency percentiles, then disconnects. Each device signs
                   in once per run (Lodestone allows 5 sign-ins per device per minute)
-  provision       helper, no target: creates an account, a product and --count devices (default
-                  100000) directly in the registry --registry PATH|URL (an SQLite file, e.g.
-                  <data-dir>/registry.db of a stopped `lodestone serve`, or a postgres:// URL), in
-                  batches of 10000, and writes their credentials to --devices FILE (CSV
-                  productKey,deviceName,deviceSecret)
+  ingest          thing-model property ingestion: --connections (default: all listed) devices from
+                  --devices FILE sign in (clientId with _ss=1, so replies are delivered) and post
+                  properties (`thing.event.property.post`, a valid random value for every property
+                  of --tsl FILE, default the bench model tsl/ingest.json) at QoS 1, each with at
+                  most --window unacknowledged posts and --rate posts/s (default: as fast as the
+                  window allows), for --duration. Lodestone acknowledges a post once it is stored,
+                  so the PUBACK latency is publish->stored; reports stored points/s (acked posts x
+                  properties), latency percentiles, replies with code 200 and not, server CPU and
+                  RSS. --verify N then checks N devices through the management API (--api-url,
+                  --access-key-id, --access-key-secret): history length in the run's window =
+                  acknowledged posts, latest values = last acknowledged post
+  provision       helper, no target: creates an account with an access key (printed), a product
+                  (with the thing model --tsl FILE saved and published, when given) and --count
+                  devices (default 100000) directly in the registry --registry PATH|URL (an SQLite
+                  file, e.g. <data-dir>/registry.db of a stopped `lodestone serve`, or a
+                  postgres:// URL), in batches of 10000, and writes their credentials to --devices
+                  FILE (CSV productKey,deviceName,deviceSecret)
   echo-baseline   raw TCP relay inside the tool, fan-in shape (--clients senders, one receiver):
                   the ceiling for this machine's loopback; needs no target
   all             the standard matrix: fan-in QoS 0/1 x 64 B/4 KB, fan-out QoS 0/1 64 B, pairs QoS 1,
@@ -87,6 +101,7 @@ enum Scenario {
     ConnectStorm,
     Idle,
     Signin,
+    Ingest,
     Provision,
     EchoBaseline,
     All,
@@ -131,7 +146,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     clients: usize,
     /// Messages per second per publisher (0 = as fast as flow control allows);
-    /// for `latency` the total rate, default 1000.
+    /// for `latency` the total rate, default 1000; for `ingest` posts per second per device.
     #[arg(long)]
     rate: Option<f64>,
     /// QoS 1 window: unacknowledged PUBLISHes per publisher.
@@ -141,7 +156,8 @@ struct Args {
     /// (default at QoS 0: inflight x publishers; at QoS 1: off). 0 = off.
     #[arg(long)]
     max_lag: Option<u64>,
-    /// Connections for connect-storm (default 5000) and idle (default 10000).
+    /// Connections for connect-storm (default 5000) and idle (default 10000);
+    /// devices for signin (default 10000) and ingest (default all listed).
     #[arg(long)]
     connections: Option<usize>,
     /// Handshakes in flight at once for connect-storm and idle.
@@ -178,7 +194,30 @@ struct Args {
     /// Worker threads of the tool's runtime (default: number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Ingest: unacknowledged property posts per device.
+    #[arg(long, default_value_t = 4)]
+    window: usize,
+    /// Provision: thing model (TSL JSON) to save and publish for the product;
+    /// ingest: the model whose properties are posted (default: the bench model).
+    #[arg(long)]
+    tsl: Option<PathBuf>,
+    /// Ingest: devices whose stored history and latest values are checked afterwards
+    /// through the management API (0 = no check).
+    #[arg(long, default_value_t = 0)]
+    verify: usize,
+    /// Ingest --verify: base URL of the server's HTTP listener, http://IP:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api_url: String,
+    /// Ingest --verify: AccessKey id of the account owning the product.
+    #[arg(long, env = "LODESTONE_ACCESS_KEY_ID")]
+    access_key_id: Option<String>,
+    /// Ingest --verify: AccessKey secret.
+    #[arg(long, env = "LODESTONE_ACCESS_KEY_SECRET", hide_env_values = true)]
+    access_key_secret: Option<String>,
 }
+
+/// The thing model `ingest` posts when no --tsl is given.
+const BENCH_TSL: &str = include_str!("../tsl/ingest.json");
 
 fn main() -> Result<()> {
     util::init_clock();
@@ -236,7 +275,7 @@ async fn run(args: Args) -> Result<()> {
             .devices
             .as_deref()
             .context("provision needs --devices FILE to write")?;
-        return signin::provision(registry, args.count, out).await;
+        return signin::provision(registry, args.count, out, args.tsl.as_deref()).await;
     }
     let mut targets = Vec::new();
     let mut pids = args.pids.iter();
@@ -290,6 +329,7 @@ async fn run(args: Args) -> Result<()> {
                 .await?
         }
         Scenario::Signin => ctx.signin().await?,
+        Scenario::Ingest => ctx.ingest().await?,
         Scenario::Provision => unreachable!("handled before the targets"),
         Scenario::EchoBaseline => ctx.echo(payload).await,
         Scenario::All => {
@@ -479,6 +519,90 @@ impl Ctx {
             scenario: "signin".to_owned(),
             params,
             primary: "sign-ins/s",
+            rows,
+        });
+        Ok(())
+    }
+
+    async fn ingest(&mut self) -> Result<()> {
+        let a = &self.args;
+        let path = a
+            .devices
+            .as_deref()
+            .context("ingest needs --devices FILE (see `provision`)")?;
+        let devices: Arc<[signin::DeviceRecord]> = signin::read_devices(path)?.into();
+        let (tsl_name, tsl) = match a.tsl.as_deref() {
+            Some(p) => (p.display().to_string(), signin::read_tsl(p)?.1),
+            None => (
+                "tsl/ingest.json".to_owned(),
+                lode_tsl::Tsl::from_json(BENCH_TSL)
+                    .map_err(|e| anyhow!("the bench thing model is invalid: {e}"))?,
+            ),
+        };
+        ensure!(
+            a.window >= 1 && a.window <= ingest::MAX_WINDOW,
+            "--window must be 1..={}",
+            ingest::MAX_WINDOW
+        );
+        ensure!(
+            a.per_source > 0 && a.per_source <= 28_000,
+            "--per-source must be 1..=28000"
+        );
+        let rate = a.rate.unwrap_or(0.0);
+        ensure!(
+            rate.is_finite() && rate >= 0.0,
+            "--rate must be a number of posts per second, 0 or more"
+        );
+        let verify = if a.verify > 0 {
+            let id = a
+                .access_key_id
+                .clone()
+                .context("--verify needs --access-key-id (or LODESTONE_ACCESS_KEY_ID)")?;
+            let secret = a
+                .access_key_secret
+                .clone()
+                .context("--verify needs --access-key-secret (or LODESTONE_ACCESS_KEY_SECRET)")?;
+            Some(ingest::VerifyParams {
+                api: api::ApiClient::new(&a.api_url, id, secret)?,
+                devices: a.verify,
+            })
+        } else {
+            None
+        };
+        let n = a.connections.unwrap_or(devices.len()).min(devices.len());
+        let p = ingest::IngestParams {
+            devices: n,
+            concurrency: a.concurrency,
+            per_source: a.per_source,
+            window: a.window,
+            rate,
+            duration: a.duration,
+            drain: a.drain,
+            version: self.version,
+            verify,
+        };
+        let rate_desc = if rate > 0.0 {
+            format!("{rate} posts/s per device")
+        } else {
+            "max rate".to_owned()
+        };
+        let params = format!(
+            "{n} devices (_ss=1), {} properties per post ({tsl_name}), QoS 1, window {}, {rate_desc}, {:?}",
+            tsl.properties.len(),
+            a.window,
+            a.duration
+        );
+        eprintln!("running ingest: {params}");
+        let tsl = Arc::new(tsl);
+        let mut rows = Vec::new();
+        for t in &self.targets {
+            eprintln!("  -> {}", t.name);
+            rows.push(ingest::run(t, devices.clone(), tsl.clone(), &p).await);
+        }
+        self.emit(Report {
+            scenario: "ingest".to_owned(),
+            params,
+            primary: "points/s",
             rows,
         });
         Ok(())

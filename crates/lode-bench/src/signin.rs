@@ -11,10 +11,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use lode_alink::SignMethod;
 use lode_mqtt::ProtocolVersion;
-use lode_registry::{NewProduct, PgRegistry, RegistryLimits, RegistryStore, SqliteRegistry};
+use lode_registry::{
+    DocumentKind, NewProduct, PgRegistry, RegistryLimits, RegistryStore, SqliteRegistry,
+};
+use lode_tsl::Tsl;
 use serde_json::Value;
 use tokio::time::{Instant, sleep};
 
@@ -103,13 +106,29 @@ async fn open_registry(registry: &str) -> Result<Arc<dyn RegistryStore>> {
     }
 }
 
-/// Creates an account, a product and `count` devices in batches of the registry's batch
-/// maximum, and writes their credentials to `out` as CSV.
-pub(crate) async fn provision(registry: &str, count: usize, out: &Path) -> Result<()> {
+/// Reads a thing model (TSL JSON in the reference format) and checks it with `lode-tsl`.
+pub(crate) fn read_tsl(path: &Path) -> Result<(String, Tsl)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let tsl = Tsl::from_json(&text)
+        .map_err(|e| anyhow!("{} is not a valid thing model: {e}", path.display()))?;
+    Ok((text, tsl))
+}
+
+/// Creates an account with an AccessKey (printed, for the management API), a product
+/// with the thing model `tsl` saved and published when given, and `count` devices in
+/// batches of the registry's batch maximum, and writes their credentials to `out` as CSV.
+pub(crate) async fn provision(
+    registry: &str,
+    count: usize,
+    out: &Path,
+    tsl: Option<&Path>,
+) -> Result<()> {
     ensure!(
         (1..=1_000_000).contains(&count),
         "--count must be 1..=1000000"
     );
+    let tsl_text = tsl.map(read_tsl).transpose()?.map(|(text, _)| text);
     let store = open_registry(registry).await?;
     let t0 = Instant::now();
     let account = store.create_account("signin-bench").await?;
@@ -122,6 +141,17 @@ pub(crate) async fn provision(registry: &str, count: usize, out: &Path) -> Resul
         store.kind(),
         account.id
     );
+    let key = store.create_access_key(&account.id).await?;
+    eprintln!(
+        "provision: the account's access key, for the management API:\n  \
+         LODESTONE_ACCESS_KEY_ID={}\n  LODESTONE_ACCESS_KEY_SECRET={}",
+        key.id, key.secret
+    );
+    if let Some(text) = &tsl_text {
+        store.save_draft(&pk, DocumentKind::Tsl, text).await?;
+        let doc = store.publish_draft(&pk, DocumentKind::Tsl).await?;
+        eprintln!("provision: thing model published (version {})", doc.version);
+    }
     let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
     let mut w = std::io::BufWriter::new(file);
     writeln!(w, "productKey,deviceName,deviceSecret")?;
@@ -167,10 +197,16 @@ pub(crate) struct SigninParams {
 
 /// The Alink CONNECT of one device: clientId, username, password (section 3 of the
 /// Alink reference, `securemode=3`, HMAC-SHA256 over the sign content with a timestamp).
-pub(crate) fn alink_credentials(d: &DeviceRecord, timestamp_ms: u128) -> (String, String, String) {
+/// `server_subscribe` adds `_ss=1`: the server subscribes the device to its reply topics.
+pub(crate) fn alink_credentials(
+    d: &DeviceRecord,
+    timestamp_ms: u128,
+    server_subscribe: bool,
+) -> (String, String, String) {
     let prefix = format!("{}&{}", d.product_key, d.device_name);
     let ts = timestamp_ms.to_string();
-    let client_id = format!("{prefix}|securemode=3,signmethod=hmacsha256,timestamp={ts}|");
+    let ss = if server_subscribe { ",_ss=1" } else { "" };
+    let client_id = format!("{prefix}|securemode=3,signmethod=hmacsha256,timestamp={ts}{ss}|");
     let username = format!("{}&{}", d.device_name, d.product_key);
     let content = lode_alink::mqtt_sign_content(&prefix, &d.device_name, &d.product_key, Some(&ts));
     let password = lode_alink::sign(SignMethod::HmacSha256, &d.device_secret, &content);
@@ -187,7 +223,7 @@ async fn sign_in_all(target: &Target, devices: Arc<[DeviceRecord]>, p: &SigninPa
             let now_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
-            let (client_id, username, password) = alink_credentials(&devices[i], now_ms);
+            let (client_id, username, password) = alink_credentials(&devices[i], now_ms, false);
             let src = target.source_for(i, p.per_source);
             Conn::connect_as(
                 target.addr,
@@ -199,6 +235,7 @@ async fn sign_in_all(target: &Target, devices: Arc<[DeviceRecord]>, p: &SigninPa
                 Some((&username, password.as_bytes())),
             )
             .await
+            .map(Conn::into_stream)
         }
     })
     .await
@@ -265,7 +302,7 @@ mod tests {
             device_name: "sb-0000001".to_owned(),
             device_secret: "s3cr3t".to_owned(),
         };
-        let (client_id, username, password) = alink_credentials(&d, 1_700_000_000_000);
+        let (client_id, username, password) = alink_credentials(&d, 1_700_000_000_000, false);
         assert_eq!(username, "sb-0000001&a1B2c3D4e5F");
         let id = lode_alink::ClientId::parse(&client_id).unwrap();
         let content = lode_alink::mqtt_sign_content(
@@ -280,6 +317,14 @@ mod tests {
             &content,
             &password
         ));
+        assert!(!id.server_subscribe);
+        let (client_id, _, password_ss) = alink_credentials(&d, 1_700_000_000_000, true);
+        let id = lode_alink::ClientId::parse(&client_id).unwrap();
+        assert!(id.server_subscribe);
+        assert_eq!(
+            password_ss, password,
+            "_ss=1 is not part of the signed content"
+        );
     }
 
     #[test]
