@@ -407,7 +407,9 @@ pub trait ThingStore: Send + Sync + 'static {
         expected_version: Option<u64>,
     ) -> BoxFuture<'a, Result<(), HistoryError>>;
 
-    /// Stores message-log entries; durable once resolved.
+    /// Stores message-log entries. They survive a crash of the process once resolved;
+    /// the embedded backend does not wait for the disk (`fsync`) for them, since the log
+    /// is a debugging aid: the next `append` makes them durable along with its records.
     fn append_log(&self, entries: Vec<LogEntry>) -> BoxFuture<'_, Result<(), HistoryError>>;
 
     /// The message log of a device by time (the query's identifier is ignored).

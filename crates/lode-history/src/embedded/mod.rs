@@ -639,9 +639,10 @@ impl Inner {
         for device in devices.into_keys() {
             batch.insert(&self.devices, device, Vec::new());
         }
+        // Written to the journal (it survives the process), made durable on disk with
+        // the next history append's sync.
         batch.commit()?;
-        drop(writer);
-        self.sync()
+        Ok(())
     }
 
     fn device_log(&self, query: Query) -> Result<Page<LogEntry>, HistoryError> {
