@@ -65,8 +65,10 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 mod cert;
+mod transient;
 
 pub use cert::{CertificateIdentityError, certificate_identity};
+pub use transient::{TransientDevice, TransientError};
 
 /// Settings of device sign-in.
 #[derive(Debug, Clone)]
@@ -130,6 +132,8 @@ pub struct DeviceAuth {
     /// sync calls on `/ext/rrpc`.
     online: Mutex<HashMap<String, (u64, bool)>>,
     serial: AtomicU64,
+    /// Devices online without a connection (HTTP, CoAP), until their deadline.
+    transient: Arc<transient::Presence>,
 }
 
 impl std::fmt::Debug for DeviceAuth {
@@ -145,6 +149,8 @@ impl DeviceAuth {
     pub fn start(registry: Arc<dyn RegistryStore>, config: DeviceAuthConfig) -> Arc<DeviceAuth> {
         let (tx, rx) = mpsc::unbounded_channel();
         let broker = Arc::new(OnceLock::new());
+        let transient = Arc::new(transient::Presence::default());
+        tokio::spawn(transient::sweep(Arc::downgrade(&transient), tx.downgrade()));
         tokio::spawn(record_lifecycle(registry.clone(), broker.clone(), rx));
         Arc::new(DeviceAuth {
             registry,
@@ -155,6 +161,7 @@ impl DeviceAuth {
             broker,
             online: Mutex::new(HashMap::new()),
             serial: AtomicU64::new(0),
+            transient,
         })
     }
 
@@ -330,20 +337,6 @@ impl DeviceAuth {
         identity: DeviceIdentity,
         client_id: &ClientId,
     ) -> Result<Principal, ReasonCode> {
-        let categories = self
-            .registry
-            .list_topic_categories(&identity.product_key)
-            .await
-            .map_err(backend)?;
-        let categories: Vec<lode_alink::TopicCategory> = categories
-            .iter()
-            .filter_map(|c| {
-                lode_alink::TopicCategory::new(&c.template, permission(c.permission)).ok()
-            })
-            .collect();
-        let permissions =
-            DevicePermissions::new(&identity.product_key, &identity.device_name, &categories)
-                .map_err(|_| ReasonCode::BadUserNameOrPassword)?;
         let auto_subscriptions = if client_id.server_subscribe {
             lode_alink::auto_subscriptions(&identity.product_key, &identity.device_name)
                 .into_iter()
@@ -352,6 +345,34 @@ impl DeviceAuth {
         } else {
             Vec::new()
         };
+        self.principal_with(identity, auto_subscriptions, client_id.ext_rrpc())
+            .await
+            .map_err(|error| match error {
+                TransientError::Backend(error) => backend(error),
+                _ => ReasonCode::BadUserNameOrPassword,
+            })
+    }
+
+    /// A device's principal: its topic permissions and the given server-side subscriptions.
+    async fn principal_with(
+        &self,
+        identity: DeviceIdentity,
+        auto_subscriptions: Vec<(String, QoS)>,
+        ext_rrpc: bool,
+    ) -> Result<Principal, TransientError> {
+        let categories = self
+            .registry
+            .list_topic_categories(&identity.product_key)
+            .await?;
+        let categories: Vec<lode_alink::TopicCategory> = categories
+            .iter()
+            .filter_map(|c| {
+                lode_alink::TopicCategory::new(&c.template, permission(c.permission)).ok()
+            })
+            .collect();
+        let permissions =
+            DevicePermissions::new(&identity.product_key, &identity.device_name, &categories)
+                .map_err(|_| TransientError::InvalidIdentity)?;
         Ok(Principal {
             name: identity.key(),
             unique_key: Some(identity.key()),
@@ -361,7 +382,7 @@ impl DeviceAuth {
                 identity,
                 permissions,
                 serial: self.serial.fetch_add(1, Ordering::Relaxed),
-                ext_rrpc: client_id.ext_rrpc(),
+                ext_rrpc,
             })),
         })
     }
@@ -505,6 +526,7 @@ impl AuthHook for DeviceAuth {
             ..
         }) = client(principal)
         {
+            self.transient.forget(&identity.key());
             self.online
                 .lock()
                 .insert(identity.key(), (*serial, *ext_rrpc));
