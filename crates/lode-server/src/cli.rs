@@ -28,6 +28,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LODESTONE_REGISTRY_URL", value_name = "URL")]
     pub registry_url: Option<String>,
 
+    /// PostgreSQL URL of the thing-model history (postgres://…)
+    /// [default: embedded, in the data directory]
+    #[arg(long, env = "LODESTONE_HISTORY_URL", value_name = "URL")]
+    pub history_url: Option<String>,
+
     /// Address of the MQTT over TCP listener [default: 0.0.0.0:1883]
     #[arg(long, env = "LODESTONE_MQTT_ADDR", value_name = "ADDR")]
     pub mqtt_addr: Option<SocketAddr>,
@@ -54,6 +59,15 @@ pub struct ServeArgs {
     /// registration over TLS), started only when TLS is configured [default: 0.0.0.0:8443]
     #[arg(long, env = "LODESTONE_HTTPS_ADDR", value_name = "ADDR")]
     pub https_addr: Option<SocketAddr>,
+
+    /// Address of the Alink CoAP listener (UDP) [default: 0.0.0.0:5683]
+    #[arg(long, env = "LODESTONE_COAP_ADDR", value_name = "ADDR")]
+    pub coap_addr: Option<SocketAddr>,
+
+    /// Address of the Alink CoAP listener with symmetric-key encrypted payloads (UDP)
+    /// [default: 0.0.0.0:5682]
+    #[arg(long, env = "LODESTONE_COAP_PSK_ADDR", value_name = "ADDR")]
+    pub coap_psk_addr: Option<SocketAddr>,
 
     /// PEM file with the server certificate chain (enables the mqtts, wss and https listeners)
     #[arg(long, env = "LODESTONE_TLS_CERT", value_name = "FILE")]

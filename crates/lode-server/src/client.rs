@@ -16,6 +16,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// How long a call may take: longer than the longest sync service call (60 s).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// Where the server is and which key signs for us.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
@@ -168,9 +171,14 @@ impl ApiClient {
             stream.read_to_end(&mut raw).await?;
             anyhow::Ok(raw)
         };
-        let raw = tokio::time::timeout(Duration::from_secs(30), exchange)
+        let raw = tokio::time::timeout(ANSWER_TIMEOUT, exchange)
             .await
-            .context("the server did not answer within 30 s")??;
+            .with_context(|| {
+                format!(
+                    "the server did not answer within {} s",
+                    ANSWER_TIMEOUT.as_secs()
+                )
+            })??;
         parse_response(&raw)
     }
 }

@@ -34,6 +34,14 @@ pub struct ServerConfig {
     pub storage: StorageKind,
     /// PostgreSQL URL of the device registry; `None`: SQLite in the data directory.
     pub registry_url: Option<String>,
+    /// PostgreSQL URL of the thing-model history; `None`: embedded, in the data directory.
+    pub history_url: Option<String>,
+    /// How long property, event and service-call history is kept.
+    pub history_retention: Duration,
+    /// How long the device message log is kept.
+    pub log_retention: Duration,
+    /// Timeout of a sync service call when the caller gives none.
+    pub sync_call_timeout: Duration,
     /// AccessKey `(id, secret)` given to the admin account created on first start
     /// (`LODESTONE_ADMIN_ACCESS_KEY_ID`/`_SECRET`); generated and printed once when unset.
     pub admin_key: Option<(String, String)>,
@@ -55,6 +63,8 @@ pub struct ServerConfig {
     pub deny_subscribe: Vec<String>,
     /// SUBACK reason code for a denied subscription.
     pub deny_subscribe_reason: lode_mqtt::ReasonCode,
+    /// HTTP and CoAP device access: token validity, online window, limits.
+    pub edge: lode_edge::EdgeConfig,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +73,10 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./lodestone-data"),
             storage: StorageKind::Embedded,
             registry_url: None,
+            history_url: None,
+            history_retention: Duration::from_secs(30 * 24 * 3600),
+            log_retention: Duration::from_secs(7 * 24 * 3600),
+            sync_call_timeout: Duration::from_secs(5),
             admin_key: None,
             listeners: ListenerAddrs::default(),
             tls: None,
@@ -73,6 +87,7 @@ impl Default for ServerConfig {
             broker: BrokerConfig::default(),
             deny_subscribe: Vec::new(),
             deny_subscribe_reason: lode_mqtt::ReasonCode::NotAuthorized,
+            edge: lode_edge::EdgeConfig::default(),
         }
     }
 }
@@ -92,6 +107,8 @@ impl ServerConfig {
                 wss: any,
                 http: any,
                 https: any,
+                coap: any,
+                coap_psk: any,
             },
             ..ServerConfig::default()
         }
@@ -108,6 +125,10 @@ pub struct ListenerAddrs {
     pub http: SocketAddr,
     /// The HTTP router over TLS, bound only when TLS is configured.
     pub https: SocketAddr,
+    /// CoAP over UDP (plain payloads).
+    pub coap: SocketAddr,
+    /// CoAP over UDP with Alink's symmetric-key encrypted payloads.
+    pub coap_psk: SocketAddr,
 }
 
 impl Default for ListenerAddrs {
@@ -120,6 +141,8 @@ impl Default for ListenerAddrs {
             wss: on(8084),
             http: on(8080),
             https: on(8443),
+            coap: on(5683),
+            coap_psk: on(5682),
         }
     }
 }

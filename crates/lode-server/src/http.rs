@@ -21,6 +21,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// Renders the metrics registry.
     pub prometheus: PrometheusHandle,
+    /// HTTP and CoAP device access, for its counters.
+    pub edge: lode_edge::Edge,
 }
 
 /// The router of the built-in endpoints: `GET /healthz`, `GET /readyz`, `GET /metrics`.
@@ -49,6 +51,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     state.prometheus.run_upkeep();
     let mut body = state.prometheus.render();
     state.broker.stats().render_prometheus(&mut body);
+    state.edge.stats().render_prometheus(&mut body);
     crate::metrics::render_process(&mut body);
     (
         [(

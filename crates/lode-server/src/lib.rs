@@ -23,8 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use lode_broker::{AuthHook, Broker, DenySubscribe};
 use lode_device::{DeviceAuth, DeviceAuthConfig};
+use lode_edge::coap::{CoapServer, Mode as CoapMode};
+use lode_edge::{Edge, TokenKey};
+use lode_history::ThingStore;
 use lode_registry::{PgRegistry, RegistryLimits, RegistryStore, SqliteRegistry};
 use lode_store::BrokerStore;
+use lode_thing::{DeviceSession, Presence, ThingConfig, ThingEngine};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -55,11 +59,18 @@ pub struct Server {
     wss: Option<MqttListener>,
     http: TcpListener,
     https: Option<https::HttpsListener>,
+    coap: CoapServer,
+    coap_psk: CoapServer,
+    edge: Edge,
     routes: axum::Router,
     ready: Arc<AtomicBool>,
     registry: Arc<dyn RegistryStore>,
     /// Holds the registry of a memory-storage server; removed when the server is dropped.
     _registry_dir: Option<tempfile::TempDir>,
+    thing: ThingEngine,
+    /// The history's retention worker, stopped at shutdown.
+    retention: (CancellationToken, tokio::task::JoinHandle<()>),
+    forward: lode_forward::Forwarder,
 }
 
 impl Server {
@@ -125,11 +136,70 @@ impl Server {
             .await
             .context("failed to open the broker")?;
         device_auth.attach_broker(broker.clone());
-        let api = lode_api::router(lode_api::ApiState::new(
+        let history_config = lode_history::HistoryConfig {
+            retention: config.history_retention,
+            log_retention: config.log_retention,
+            ..lode_history::HistoryConfig::default()
+        };
+        let history = open_history(&config, registry_dir.as_ref(), &history_config).await?;
+        let retention_stop = CancellationToken::new();
+        let retention =
+            lode_history::spawn_retention(history.clone(), history_config, retention_stop.clone());
+        let scripts = lode_script::ScriptEngine::new(lode_script::EngineConfig::default())
+            .context("failed to start the script engine")?;
+        let thing = ThingEngine::start(
+            registry.clone(),
+            history,
+            scripts,
+            ThingConfig {
+                sync_call_timeout: config.sync_call_timeout,
+                ..ThingConfig::default()
+            },
+        );
+        thing.attach(broker.clone(), Arc::new(Online(device_auth.clone())));
+        let forward_dir = match &registry_dir {
+            Some(temp) => temp.path().join("forward"),
+            None => config.data_dir.join("forward"),
+        };
+        let forward = lode_forward::Forwarder::start(
+            lode_forward::ForwardConfig::new(forward_dir),
             registry.clone(),
             broker.clone(),
-            lode_api::ApiConfig::default(),
-        ));
+        )
+        .await
+        .context("failed to start the rules engine")?;
+        thing.set_listener(forward.thing_listener());
+        let key = token_key(&config).await?;
+        let edge = Edge::new(
+            device_auth.clone(),
+            broker.clone(),
+            key,
+            config.edge.clone(),
+        );
+        let coap = CoapServer::bind(addrs.coap, edge.clone(), CoapMode::Plain)
+            .await
+            .map_err(|source| BindError {
+                name: "coap",
+                addr: addrs.coap,
+                source,
+            })?;
+        let coap_psk = CoapServer::bind(addrs.coap_psk, edge.clone(), CoapMode::Encrypted)
+            .await
+            .map_err(|source| BindError {
+                name: "coap-psk",
+                addr: addrs.coap_psk,
+                source,
+            })?;
+        let api = lode_api::router(
+            lode_api::ApiState::new(
+                registry.clone(),
+                broker.clone(),
+                lode_api::ApiConfig::default(),
+            )
+            .with_thing(thing.clone()),
+        )
+        .layer(axum::Extension(forward.clone()))
+        .merge(lode_edge::http::router(edge.clone()));
 
         Ok(Server {
             config,
@@ -140,9 +210,15 @@ impl Server {
             wss,
             http,
             https,
+            coap,
+            coap_psk,
+            edge,
             routes: api,
             registry,
             _registry_dir: registry_dir,
+            thing,
+            retention: (retention_stop, retention),
+            forward,
             ready: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -177,6 +253,35 @@ impl Server {
         self.https.as_ref().map(|l| local_addr(&l.listener))
     }
 
+    /// Address of the Alink CoAP listener (UDP).
+    pub fn coap_addr(&self) -> SocketAddr {
+        self.coap
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Address of the Alink CoAP listener with encrypted payloads (UDP).
+    pub fn coap_psk_addr(&self) -> SocketAddr {
+        self.coap_psk
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// HTTP and CoAP device access.
+    pub fn edge(&self) -> &Edge {
+        &self.edge
+    }
+
+    /// The thing model (TSL, device data).
+    pub fn thing(&self) -> &ThingEngine {
+        &self.thing
+    }
+
+    /// The rules engine.
+    pub fn forward(&self) -> &lode_forward::Forwarder {
+        &self.forward
+    }
+
     /// The broker, for components that publish or inspect sessions (management API, rules).
     pub fn broker(&self) -> &Broker {
         &self.broker
@@ -208,11 +313,17 @@ impl Server {
             wss,
             http,
             https,
+            coap,
+            coap_psk,
+            edge,
             routes,
             ready,
             // Kept until the end: the device hook and the API use them while draining.
             registry: _registry,
             _registry_dir,
+            thing,
+            retention,
+            forward,
         } = self;
 
         let root = CancellationToken::new();
@@ -239,10 +350,18 @@ impl Server {
             ));
         }
 
+        for (name, server) in [("coap", coap), ("coap-psk", coap_psk)] {
+            if let Ok(addr) = server.local_addr() {
+                tracing::info!(listener = name, %addr, "listening");
+            }
+            tracker.spawn(server.run(stop_accepting.clone()));
+        }
+
         let app = http::router(http::HttpState {
             broker: broker.clone(),
             ready: ready.clone(),
             prometheus: metrics::prometheus(),
+            edge,
         })
         .merge(routes);
         if let Some(https) = https {
@@ -279,6 +398,8 @@ impl Server {
         let graceful = async {
             broker.shutdown().await;
             conns.wait().await;
+            thing.shutdown().await;
+            forward.shutdown().await;
         };
         let clean = tokio::time::timeout(config.shutdown_grace, graceful)
             .await
@@ -306,6 +427,9 @@ impl Server {
             Ok(Err(error)) => tracing::warn!(%error, "http server failed"),
             Err(error) => tracing::warn!(%error, "http server task failed"),
         }
+        let (retention_stop, retention_task) = retention;
+        retention_stop.cancel();
+        let _ = retention_task.await;
         tracing::info!(clean, "shutdown complete");
         Ok(())
     }
@@ -327,6 +451,81 @@ fn local_addr(listener: &TcpListener) -> SocketAddr {
 /// Largest WebSocket message accepted: room for a few packets of the largest allowed size.
 fn ws_max_message(max_packet_size: u32) -> usize {
     (max_packet_size as usize).saturating_mul(2).max(64 * 1024)
+}
+
+/// The key of HTTP and CoAP device tokens: kept in `edge-token.key` in the data directory
+/// (created on the first start, readable by the owner only) so tokens outlive a restart;
+/// a fresh one for memory storage.
+async fn token_key(config: &ServerConfig) -> anyhow::Result<TokenKey> {
+    if config.storage == StorageKind::Memory {
+        return Ok(TokenKey::generate());
+    }
+    let path = config.data_dir.join("edge-token.key");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<TokenKey> {
+        if let Ok(bytes) = std::fs::read(&path) {
+            let bytes: [u8; lode_edge::token::KEY_LEN] = bytes.try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a token key; remove it to make a new one",
+                    path.display()
+                )
+            })?;
+            return Ok(TokenKey::from_bytes(bytes));
+        }
+        let key = TokenKey::generate();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("failed to create {}", path.display()))?;
+        std::io::Write::write_all(&mut file, key.as_bytes())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        Ok(key)
+    })
+    .await
+    .context("token key task failed")?
+}
+
+/// The sign-in layer tells the thing model who is online.
+struct Online(Arc<DeviceAuth>);
+
+impl Presence for Online {
+    fn session(&self, product_key: &str, device_name: &str) -> Option<DeviceSession> {
+        self.0
+            .online(product_key, device_name)
+            .map(|ext_rrpc| DeviceSession { ext_rrpc })
+    }
+}
+
+/// Opens the thing-model history: PostgreSQL when a URL is configured, else embedded in
+/// the data directory (next to the registry of a memory-storage server).
+async fn open_history(
+    config: &ServerConfig,
+    temp: Option<&tempfile::TempDir>,
+    history_config: &lode_history::HistoryConfig,
+) -> anyhow::Result<Arc<dyn ThingStore>> {
+    if let Some(url) = &config.history_url {
+        let history = lode_history::PgHistory::connect(url, history_config)
+            .await
+            .context("failed to open the PostgreSQL history")?;
+        tracing::info!("thing-model history in PostgreSQL");
+        return Ok(Arc::new(history));
+    }
+    let dir = match temp {
+        Some(t) => t.path().to_owned(),
+        None => config.data_dir.clone(),
+    };
+    let path = dir.join("history");
+    let history_config = history_config.clone();
+    let history = tokio::task::spawn_blocking(move || {
+        lode_history::EmbeddedHistory::open(&path, &history_config)
+            .with_context(|| format!("failed to open the history at {}", path.display()))
+    })
+    .await
+    .context("history opening task failed")??;
+    Ok(Arc::new(history))
 }
 
 /// Opens the device registry: PostgreSQL when a URL is configured, else an SQLite

@@ -23,6 +23,9 @@ pub struct FileConfig {
     /// PostgreSQL URL of the device registry (`postgres://user@host/db`), shared by several
     /// nodes. Default: an SQLite file `registry.db` in `data_dir`.
     pub registry_url: Option<String>,
+    /// PostgreSQL URL of the thing-model history (property, event and service-call history,
+    /// device log). Default: embedded, in `data_dir/history`.
+    pub history_url: Option<String>,
     /// Accept every MQTT client without credentials and let it publish and subscribe anywhere.
     /// Development only. Default `false`: clients are refused until device authentication exists.
     pub allow_anonymous: Option<bool>,
@@ -44,6 +47,43 @@ pub struct FileConfig {
     /// Broker limits and behaviour.
     #[serde(default)]
     pub mqtt: MqttFile,
+    /// Thing model: history retention, service calls.
+    #[serde(default)]
+    pub thing: ThingFile,
+    /// HTTP and CoAP device access.
+    #[serde(default)]
+    pub edge: EdgeFile,
+}
+
+/// `[edge]`: devices that sign in over HTTP or CoAP and send without a connection.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeFile {
+    /// How long an `/auth` token is valid, e.g. `"48h"` (default), at least 1m.
+    #[serde(default, with = "humantime_serde")]
+    pub token_ttl: Option<Duration>,
+    /// How long a device stays online after its last message, e.g. `"5m"` (default),
+    /// at least 1s.
+    #[serde(default, with = "humantime_serde")]
+    pub online_window: Option<Duration>,
+    /// `/auth` requests one source address may make a minute. Default 60.
+    pub auth_per_minute: Option<u32>,
+}
+
+/// `[thing]`: the thing model's history and calls.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThingFile {
+    /// How long property, event and service-call history is kept, e.g. `"30days"`.
+    /// Default 30 days.
+    #[serde(default, with = "humantime_serde")]
+    pub retention: Option<Duration>,
+    /// How long the device message log is kept. Default 7 days.
+    #[serde(default, with = "humantime_serde")]
+    pub log_retention: Option<Duration>,
+    /// Timeout of a sync service call when the caller gives none, 1s to 60s. Default 5s.
+    #[serde(default, with = "humantime_serde")]
+    pub sync_call_timeout: Option<Duration>,
 }
 
 /// `[listeners]`: where each listener binds.
@@ -63,6 +103,10 @@ pub struct ListenersFile {
     /// The HTTP endpoints over TLS (HTTPS device registration), only when `[tls]` is set.
     /// Default `0.0.0.0:8443`.
     pub https: Option<SocketAddr>,
+    /// Alink CoAP over UDP. Default `0.0.0.0:5683`.
+    pub coap: Option<SocketAddr>,
+    /// Alink CoAP with symmetric-key encrypted payloads (`coap-psk://`). Default `0.0.0.0:5682`.
+    pub coap_psk: Option<SocketAddr>,
 }
 
 /// `[tls]`: server certificate and optional client-certificate authentication.

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::ValueEnum;
 use lode_broker::BrokerConfig;
@@ -17,6 +18,7 @@ struct Layer {
     data_dir: Option<PathBuf>,
     storage: Option<StorageKind>,
     registry_url: Option<String>,
+    history_url: Option<String>,
     allow_anonymous: Option<bool>,
     max_connections: Option<usize>,
     mqtt_addr: Option<std::net::SocketAddr>,
@@ -25,6 +27,8 @@ struct Layer {
     wss_addr: Option<std::net::SocketAddr>,
     http_addr: Option<std::net::SocketAddr>,
     https_addr: Option<std::net::SocketAddr>,
+    coap_addr: Option<std::net::SocketAddr>,
+    coap_psk_addr: Option<std::net::SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -40,6 +44,7 @@ impl Layer {
                 .as_deref()
                 .and_then(|s| parse_enum("storage", s, problems)),
             registry_url: file.registry_url.clone(),
+            history_url: file.history_url.clone(),
             allow_anonymous: file.allow_anonymous,
             max_connections: file.max_connections,
             mqtt_addr: file.listeners.mqtt,
@@ -48,6 +53,8 @@ impl Layer {
             wss_addr: file.listeners.wss,
             http_addr: file.listeners.http,
             https_addr: file.listeners.https,
+            coap_addr: file.listeners.coap,
+            coap_psk_addr: file.listeners.coap_psk,
             tls_cert: file.tls.cert.clone(),
             tls_key: file.tls.key.clone(),
             tls_client_ca: file.tls.client_ca.clone(),
@@ -70,11 +77,14 @@ impl Layer {
         let wss_addr = parse_addr("LODESTONE_WSS_ADDR");
         let http_addr = parse_addr("LODESTONE_HTTP_ADDR");
         let https_addr = parse_addr("LODESTONE_HTTPS_ADDR");
+        let coap_addr = parse_addr("LODESTONE_COAP_ADDR");
+        let coap_psk_addr = parse_addr("LODESTONE_COAP_PSK_ADDR");
         Layer {
             data_dir: get("LODESTONE_DATA_DIR").map(PathBuf::from),
             storage: get("LODESTONE_STORAGE")
                 .and_then(|v| parse_enum("LODESTONE_STORAGE", v, problems)),
             registry_url: get("LODESTONE_REGISTRY_URL").map(str::to_owned),
+            history_url: get("LODESTONE_HISTORY_URL").map(str::to_owned),
             allow_anonymous: get("LODESTONE_ALLOW_ANONYMOUS")
                 .and_then(|v| parse_bool("LODESTONE_ALLOW_ANONYMOUS", v, problems)),
             max_connections: get("LODESTONE_MAX_CONNECTIONS")
@@ -85,6 +95,8 @@ impl Layer {
             wss_addr,
             http_addr,
             https_addr,
+            coap_addr,
+            coap_psk_addr,
             tls_cert: get("LODESTONE_TLS_CERT").map(PathBuf::from),
             tls_key: get("LODESTONE_TLS_KEY").map(PathBuf::from),
             tls_client_ca: get("LODESTONE_TLS_CLIENT_CA").map(PathBuf::from),
@@ -98,6 +110,7 @@ impl Layer {
             data_dir: args.data_dir.clone(),
             storage: args.storage,
             registry_url: args.registry_url.clone(),
+            history_url: args.history_url.clone(),
             allow_anonymous: args.allow_anonymous,
             max_connections: args.max_connections,
             mqtt_addr: args.mqtt_addr,
@@ -106,6 +119,8 @@ impl Layer {
             wss_addr: args.wss_addr,
             http_addr: args.http_addr,
             https_addr: args.https_addr,
+            coap_addr: args.coap_addr,
+            coap_psk_addr: args.coap_psk_addr,
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
             tls_client_ca: args.tls_client_ca.clone(),
@@ -119,6 +134,7 @@ impl Layer {
             data_dir: top.data_dir.or(self.data_dir),
             storage: top.storage.or(self.storage),
             registry_url: top.registry_url.or(self.registry_url),
+            history_url: top.history_url.or(self.history_url),
             allow_anonymous: top.allow_anonymous.or(self.allow_anonymous),
             max_connections: top.max_connections.or(self.max_connections),
             mqtt_addr: top.mqtt_addr.or(self.mqtt_addr),
@@ -127,6 +143,8 @@ impl Layer {
             wss_addr: top.wss_addr.or(self.wss_addr),
             http_addr: top.http_addr.or(self.http_addr),
             https_addr: top.https_addr.or(self.https_addr),
+            coap_addr: top.coap_addr.or(self.coap_addr),
+            coap_psk_addr: top.coap_psk_addr.or(self.coap_psk_addr),
             tls_cert: top.tls_cert.or(self.tls_cert),
             tls_key: top.tls_key.or(self.tls_key),
             tls_client_ca: top.tls_client_ca.or(self.tls_client_ca),
@@ -159,6 +177,8 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         wss: layer.wss_addr.unwrap_or(default_addrs.wss),
         http: layer.http_addr.unwrap_or(default_addrs.http),
         https: layer.https_addr.unwrap_or(default_addrs.https),
+        coap: layer.coap_addr.unwrap_or(default_addrs.coap),
+        coap_psk: layer.coap_psk_addr.unwrap_or(default_addrs.coap_psk),
     };
 
     let client_auth = layer.tls_client_auth.unwrap_or_default();
@@ -232,6 +252,26 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         }
     };
 
+    let sync_call_timeout = file
+        .thing
+        .sync_call_timeout
+        .unwrap_or(defaults.sync_call_timeout);
+    if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&sync_call_timeout) {
+        problems.push(format!(
+            "thing.sync_call_timeout: {sync_call_timeout:?} is not within 1s..=60s"
+        ));
+    }
+    for (name, d) in [
+        ("thing.retention", file.thing.retention),
+        ("thing.log_retention", file.thing.log_retention),
+    ] {
+        if d.is_some_and(|d| d < Duration::from_secs(3600)) {
+            problems.push(format!("{name}: must be at least 1h"));
+        }
+    }
+
+    let edge = resolve_edge(&file.edge, &mut problems);
+
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
@@ -239,6 +279,10 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         data_dir: layer.data_dir.unwrap_or(defaults.data_dir),
         storage: layer.storage.unwrap_or(defaults.storage),
         registry_url: layer.registry_url.or(defaults.registry_url),
+        history_url: layer.history_url.or(defaults.history_url),
+        history_retention: file.thing.retention.unwrap_or(defaults.history_retention),
+        log_retention: file.thing.log_retention.unwrap_or(defaults.log_retention),
+        sync_call_timeout,
         admin_key: None,
         listeners,
         tls,
@@ -249,7 +293,31 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         broker,
         deny_subscribe,
         deny_subscribe_reason,
+        edge,
     })
+}
+
+fn resolve_edge(e: &super::file::EdgeFile, problems: &mut Vec<String>) -> lode_edge::EdgeConfig {
+    let mut edge = lode_edge::EdgeConfig::default();
+    if let Some(ttl) = e.token_ttl {
+        if ttl < Duration::from_secs(60) {
+            problems.push("edge.token_ttl: must be at least 1m".to_owned());
+        }
+        edge.token_ttl = ttl;
+    }
+    if let Some(window) = e.online_window {
+        if window < Duration::from_secs(1) {
+            problems.push("edge.online_window: must be at least 1s".to_owned());
+        }
+        edge.online_window = window;
+    }
+    if let Some(n) = e.auth_per_minute {
+        if n == 0 {
+            problems.push("edge.auth_per_minute: must be at least 1".to_owned());
+        }
+        edge.auth_per_minute = n;
+    }
+    edge
 }
 
 fn resolve_broker(m: &MqttFile, problems: &mut Vec<String>) -> BrokerConfig {

@@ -1,7 +1,9 @@
-//! Integration tests of the `lodestone` server: config, CLI, HTTP, TLS, WebSocket and MQTT.
+//! Integration tests of the `lodestone` server: config, CLI, HTTP, TLS, WebSocket, MQTT and
+//! the thing model.
 
 mod cli;
 mod config;
+mod edge;
 mod http;
 mod https;
 mod interop;
@@ -9,6 +11,7 @@ mod mqtt;
 mod platform;
 mod sdk;
 mod support;
+mod thing;
 mod tls;
 mod ws;
 mod x509;
