@@ -79,7 +79,25 @@ pub struct Broker {
     inner: Arc<Inner>,
 }
 
+/// A reference to a broker that does not keep it alive: for the hooks the broker itself
+/// holds (device sign-in, the thing model), so that dropping the last `Broker` frees it,
+/// its hooks and their stores.
+#[derive(Clone)]
+pub struct WeakBroker(std::sync::Weak<Inner>);
+
+impl WeakBroker {
+    /// The broker, while it exists.
+    pub fn upgrade(&self) -> Option<Broker> {
+        self.0.upgrade().map(|inner| Broker { inner })
+    }
+}
+
 impl Broker {
+    /// A reference that does not keep the broker alive.
+    pub fn downgrade(&self) -> WeakBroker {
+        WeakBroker(Arc::downgrade(&self.inner))
+    }
+
     /// Opens the broker over `store`, restoring sessions, queues and retained messages.
     pub async fn open(
         config: BrokerConfig,

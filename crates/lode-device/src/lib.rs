@@ -55,7 +55,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lode_alink::{ClientId, DeviceIdentity, DevicePermissions, LoginKind, Permission};
-use lode_broker::{AuthHook, BoxFuture, Broker, CloseReason, ConnectRequest, Principal};
+use lode_broker::{
+    AuthHook, BoxFuture, Broker, CloseReason, ConnectRequest, Principal, WeakBroker,
+};
 use lode_mqtt::{QoS, ReasonCode};
 use lode_registry::{
     AuthType as ProductAuth, DeviceState, NewDevice, Product, RegistryError, RegistryStore,
@@ -127,7 +129,7 @@ pub struct DeviceAuth {
     /// Tokens issued by `regnwl`: `"pk/dn"` → `(clientId, token)`, oldest first.
     tokens: Mutex<HashMap<String, VecDeque<(String, String)>>>,
     lifecycle: mpsc::UnboundedSender<Lifecycle>,
-    broker: Arc<OnceLock<Broker>>,
+    broker: Arc<OnceLock<WeakBroker>>,
     /// Connected devices: `"pk/dn"` → the connection's serial and whether it takes
     /// sync calls on `/ext/rrpc`.
     online: Mutex<HashMap<String, (u64, bool)>>,
@@ -167,7 +169,7 @@ impl DeviceAuth {
 
     /// Gives the hook the broker it serves, for status messages.
     pub fn attach_broker(&self, broker: Broker) {
-        let _ = self.broker.set(broker);
+        let _ = self.broker.set(broker.downgrade());
     }
 
     /// Whether the device is connected, and whether that connection takes sync calls on
@@ -571,7 +573,7 @@ impl AuthHook for DeviceAuth {
 /// Records lifecycle changes in arrival order and publishes status messages.
 async fn record_lifecycle(
     registry: Arc<dyn RegistryStore>,
-    broker: Arc<OnceLock<Broker>>,
+    broker: Arc<OnceLock<WeakBroker>>,
     mut rx: mpsc::UnboundedReceiver<Lifecycle>,
 ) {
     while let Some(event) = rx.recv().await {
@@ -594,7 +596,7 @@ async fn record_lifecycle(
         if let Err(error) = result {
             tracing::debug!(%error, device = id.key(), "device state not recorded");
         }
-        if let Some(broker) = broker.get() {
+        if let Some(broker) = broker.get().and_then(WeakBroker::upgrade) {
             let status = serde_json::json!({
                 "status": if event.online { "online" } else { "offline" },
                 "productKey": id.product_key,

@@ -44,7 +44,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lode_broker::{Broker, Intercept, MessageHook, NotAccepted, Uplink};
+use lode_broker::{Broker, Intercept, MessageHook, NotAccepted, Uplink, WeakBroker};
 use lode_history::{
     CallStatus, DeviceKey, Direction, EventRecord, LogEntry, PropertyPoint, Record, ServiceCall,
     ThingStore,
@@ -214,7 +214,8 @@ struct Inner {
     registry: Arc<dyn RegistryStore>,
     store: Arc<dyn ThingStore>,
     scripts: ScriptEngine,
-    broker: OnceLock<Broker>,
+    /// Weak: the broker holds the runtime's hook.
+    broker: OnceLock<WeakBroker>,
     presence: OnceLock<Arc<dyn Presence>>,
     listener: OnceLock<Arc<dyn RecordListener>>,
     models: RwLock<HashMap<String, (Instant, Arc<Model>)>>,
@@ -388,7 +389,7 @@ impl ThingEngine {
     /// layer that knows who is online.
     pub fn attach(&self, broker: Broker, presence: Arc<dyn Presence>) {
         let _ = self.inner.presence.set(presence);
-        if self.inner.broker.set(broker.clone()).is_ok() {
+        if self.inner.broker.set(broker.downgrade()).is_ok() {
             broker.set_message_hook(Arc::new(Hook(self.inner.clone())));
         }
     }
@@ -449,13 +450,7 @@ impl ThingEngine {
 
     /// Publishes the draft thing model: devices are checked against it from now on.
     pub async fn publish_tsl(&self, product_key: &str) -> Result<ProductDocument, ThingError> {
-        let doc = self
-            .inner
-            .registry
-            .publish_draft(product_key, DocumentKind::Tsl)
-            .await?;
-        self.inner.models.write().remove(product_key);
-        Ok(doc)
+        self.publish(product_key, DocumentKind::Tsl).await
     }
 
     /// The draft and published data parsing script of a product.
@@ -479,11 +474,17 @@ impl ThingEngine {
 
     /// Publishes the draft script: raw uplinks and downlinks go through it from now on.
     pub async fn publish_script(&self, product_key: &str) -> Result<ProductDocument, ThingError> {
-        let doc = self
-            .inner
-            .registry
-            .publish_draft(product_key, DocumentKind::Script)
-            .await?;
+        self.publish(product_key, DocumentKind::Script).await
+    }
+
+    /// Publishes a draft document and drops the cached model, so that the next message
+    /// of the product uses the new version.
+    async fn publish(
+        &self,
+        product_key: &str,
+        kind: DocumentKind,
+    ) -> Result<ProductDocument, ThingError> {
+        let doc = self.inner.registry.publish_draft(product_key, kind).await?;
         self.inner.models.write().remove(product_key);
         Ok(doc)
     }
@@ -840,7 +841,11 @@ impl Inner {
         topic: &str,
         payload: Bytes,
     ) -> Result<(), ThingError> {
-        let broker = self.broker.get().ok_or(ThingError::ShuttingDown)?;
+        let broker = self
+            .broker
+            .get()
+            .and_then(WeakBroker::upgrade)
+            .ok_or(ThingError::ShuttingDown)?;
         let entry = self.log_entry(device, Direction::Down, topic, &payload, 200, None, None);
         let reached = broker
             .publish(topic, payload, QoS::AtLeastOnce, false)
@@ -1572,7 +1577,7 @@ async fn commit(inner: &Inner, batch: Batch) {
     {
         tracing::warn!(%error, "device log entries not stored");
     }
-    if let Some(broker) = inner.broker.get() {
+    if let Some(broker) = inner.broker.get().and_then(WeakBroker::upgrade) {
         for (topic, payload) in replies {
             if let Err(error) = broker
                 .publish(&topic, payload, QoS::AtMostOnce, false)
