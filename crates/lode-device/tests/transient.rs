@@ -1,15 +1,14 @@
 //! Sign-in and presence of devices without a connection (HTTP, CoAP).
 
+use lode_testkit::{TestRegistry, device_broker};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lode_alink::SignMethod;
-use lode_broker::{AuthHook, Broker, BrokerConfig};
+use lode_broker::AuthHook;
 use lode_device::{DeviceAuth, DeviceAuthConfig, TransientError};
-use lode_registry::{
-    DeviceState, NewDevice, NewProduct, RegistryLimits, RegistryStore, SqliteRegistry,
-};
+use lode_registry::{DeviceState, NewDevice, NewProduct, RegistryStore};
 
 struct Platform {
     registry: Arc<dyn RegistryStore>,
@@ -19,31 +18,14 @@ struct Platform {
 }
 
 async fn platform() -> Platform {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let registry: Arc<dyn RegistryStore> = Arc::new(
-        SqliteRegistry::open(dir.path().join("registry.db"), RegistryLimits::default())
-            .await
-            .expect("registry"),
-    );
-    let account = registry.create_account("acme").await.expect("account");
-    let product = registry
-        .create_product(&account.id, NewProduct::new("meters"))
-        .await
-        .expect("product");
-    let auth = DeviceAuth::start(registry.clone(), DeviceAuthConfig::default());
-    let broker = Broker::open(
-        BrokerConfig::default(),
-        Arc::new(lode_store::MemoryStore::new()),
-        auth.clone(),
-    )
-    .await
-    .expect("broker");
-    auth.attach_broker(broker);
+    let r = TestRegistry::new().await;
+    let pk = r.product(NewProduct::new("meters")).await;
+    let (_broker, auth) = device_broker(&r.registry, DeviceAuthConfig::default()).await;
     Platform {
-        registry,
+        registry: r.registry,
         auth,
-        pk: product.product_key,
-        _dir: dir,
+        pk,
+        _dir: r.dir,
     }
 }
 

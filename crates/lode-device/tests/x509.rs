@@ -1,17 +1,16 @@
 //! Device sign-in with X.509 client certificates over real MQTT sockets: the broker is
 //! handed the certificate (DER) as a TLS listener with client authentication would.
 
+use lode_testkit::{TestRegistry, device_broker};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use lode_broker::{Broker, BrokerConfig, ConnInfo};
-use lode_device::{DeviceAuth, DeviceAuthConfig};
+use lode_broker::{Broker, ConnInfo};
+use lode_device::DeviceAuthConfig;
 use lode_mqtt::{Connect, ConnectProperties, Packet, ProtocolVersion, ReasonCode};
-use lode_registry::{
-    AuthType, Device, NewDevice, NewProduct, RegistryLimits, RegistryStore, SqliteRegistry,
-};
+use lode_registry::{AuthType, Device, NewDevice, NewProduct, RegistryStore};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,42 +26,21 @@ struct Platform {
 }
 
 async fn platform() -> Platform {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let registry: Arc<dyn RegistryStore> = Arc::new(
-        SqliteRegistry::open(dir.path().join("registry.db"), RegistryLimits::default())
-            .await
-            .expect("registry"),
-    );
-    let account = registry.create_account("acme").await.expect("account");
-    let x509 = registry
-        .create_product(
-            &account.id,
-            NewProduct {
-                auth_type: AuthType::X509,
-                ..NewProduct::new("certified meters")
-            },
-        )
-        .await
-        .expect("product");
-    let secret = registry
-        .create_product(&account.id, NewProduct::new("meters"))
-        .await
-        .expect("product");
-    let auth = DeviceAuth::start(registry.clone(), DeviceAuthConfig::default());
-    let broker = Broker::open(
-        BrokerConfig::default(),
-        Arc::new(lode_store::MemoryStore::new()),
-        auth.clone(),
-    )
-    .await
-    .expect("broker");
-    auth.attach_broker(broker.clone());
+    let r = TestRegistry::new().await;
+    let x509_pk = r
+        .product(NewProduct {
+            auth_type: AuthType::X509,
+            ..NewProduct::new("certified meters")
+        })
+        .await;
+    let secret_pk = r.product(NewProduct::new("meters")).await;
+    let (broker, _auth) = device_broker(&r.registry, DeviceAuthConfig::default()).await;
     Platform {
-        registry,
+        registry: r.registry,
         broker,
-        x509_pk: x509.product_key,
-        secret_pk: secret.product_key,
-        _dir: dir,
+        x509_pk,
+        secret_pk,
+        _dir: r.dir,
     }
 }
 

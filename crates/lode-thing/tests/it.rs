@@ -6,19 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lode_broker::{Broker, BrokerConfig, ConnInfo};
 use lode_device::{DeviceAuth, DeviceAuthConfig};
 use lode_history::{CallStatus, DeviceKey, EmbeddedHistory, HistoryConfig, Order, Query};
-use lode_registry::{
-    DataFormat, NewDevice, NewProduct, RegistryLimits, RegistryStore, SqliteRegistry,
-};
+use lode_registry::{DataFormat, NewDevice, NewProduct, RegistryStore};
 use lode_script::{EngineConfig, ScriptEngine};
 use lode_sdk::{Credential, Device, DeviceConfig, Handlers, Response, Via};
+use lode_testkit::{TestRegistry, device_broker, serve_tcp};
 use lode_thing::{
     DeviceSession, Invocation, Presence, ScriptDirection, ThingConfig, ThingEngine, ThingError,
 };
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 const TSL: &str = r#"{
   "schema": "https://iotx-tsl.oss-ap-southeast-1.aliyuncs.com/schema.json",
@@ -97,21 +94,12 @@ struct Platform {
 
 impl Platform {
     async fn start() -> Platform {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let registry: Arc<dyn RegistryStore> = Arc::new(
-            SqliteRegistry::open(dir.path().join("registry.db"), RegistryLimits::default())
-                .await
-                .expect("registry"),
-        );
-        let auth = DeviceAuth::start(registry.clone(), DeviceAuthConfig::default());
-        let broker = Broker::open(
-            BrokerConfig::default(),
-            Arc::new(lode_store::MemoryStore::new()),
-            auth.clone(),
-        )
-        .await
-        .expect("broker");
-        auth.attach_broker(broker.clone());
+        let TestRegistry {
+            registry,
+            account,
+            dir,
+        } = TestRegistry::new().await;
+        let (broker, auth) = device_broker(&registry, DeviceAuthConfig::default()).await;
         let history = EmbeddedHistory::open(dir.path().join("history"), &HistoryConfig::default())
             .expect("history");
         let scripts = ScriptEngine::new(EngineConfig::default()).expect("scripts");
@@ -125,25 +113,7 @@ impl Platform {
             },
         );
         engine.attach(broker.clone(), Arc::new(Online(auth)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                let b = broker.clone();
-                tokio::spawn(async move {
-                    b.serve_connection(
-                        stream,
-                        ConnInfo {
-                            peer,
-                            listener: "tcp",
-                            client_cert: None,
-                        },
-                    )
-                    .await;
-                });
-            }
-        });
-        let account = registry.create_account("acme").await.expect("account").id;
+        let addr = serve_tcp(broker).await;
         Platform {
             addr,
             registry,
