@@ -809,6 +809,15 @@ where
         let mut own = Vec::new();
         let defer_own = (p.qos != QoS::AtMostOnce).then_some(&mut own);
         let (matched, blocked) = inner.route(&msg, &topic, &mut ops, defer_own);
+        inner.tap(
+            &msg,
+            &topic,
+            Some(crate::TapClient {
+                client_id: &self.session.client_id,
+                identity: self.principal.unique_key.as_deref(),
+                peer: self.peer,
+            }),
+        );
         if blocked.is_some() {
             if self.blocked_on.is_none() {
                 self.blocked_since = Instant::now();

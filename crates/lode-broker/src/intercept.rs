@@ -58,3 +58,33 @@ impl std::fmt::Debug for Intercept {
 pub trait MessageHook: Send + Sync + 'static {
     fn on_publish(&self, uplink: Uplink<'_>) -> Intercept;
 }
+
+/// A routed message, as a [`Tap`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tapped<'a> {
+    pub topic: &'a str,
+    pub payload: &'a Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// The publishing client; `None` for the platform's own messages
+    /// ([`crate::Broker::publish`], wills).
+    pub client: Option<TapClient<'a>>,
+}
+
+/// Who published a tapped message.
+#[derive(Debug, Clone, Copy)]
+pub struct TapClient<'a> {
+    pub client_id: &'a str,
+    /// [`Principal::unique_key`] of the publisher (`"pk/dn"` for a device).
+    pub identity: Option<&'a str>,
+    pub peer: SocketAddr,
+}
+
+/// Sees a copy of every message the broker routes (after authorization and the
+/// [`MessageHook`]; messages the hook takes without routing are not tapped).
+///
+/// Called on the publisher's task: it must return at once and never wait (hand the
+/// message to a bounded queue and count what does not fit).
+pub trait Tap: Send + Sync + 'static {
+    fn on_message(&self, msg: Tapped<'_>);
+}

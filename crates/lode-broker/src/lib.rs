@@ -25,7 +25,7 @@ pub use auth::{
     InvalidTopicFilter, Principal,
 };
 pub use config::BrokerConfig;
-pub use intercept::{Intercept, MessageHook, NotAccepted, Uplink};
+pub use intercept::{Intercept, MessageHook, NotAccepted, Tap, TapClient, Tapped, Uplink};
 pub use stats::Stats;
 
 use state::Inner;
@@ -164,10 +164,17 @@ impl Broker {
             ops.push(self.inner.retain(&msg, topic));
         }
         let (matched, _) = self.inner.route(&msg, topic, &mut ops, None);
+        self.inner.tap(&msg, topic, None);
         if !ops.is_empty() {
             self.inner.submit(ops).await?;
         }
         Ok(matched)
+    }
+
+    /// Installs the tap that sees a copy of every routed message ([`Tap`]). Only one
+    /// tap can be installed; a second call returns `false`.
+    pub fn set_tap(&self, tap: std::sync::Arc<dyn Tap>) -> bool {
+        self.inner.tap.set(tap).is_ok()
     }
 
     /// Installs the hook that may take client publishes for the platform
@@ -236,6 +243,15 @@ impl Broker {
         ));
         let mut ops = Vec::new();
         let (matched, _) = inner.route(&msg, topic, &mut ops, None);
+        inner.tap(
+            &msg,
+            topic,
+            Some(TapClient {
+                client_id,
+                identity: principal.unique_key.as_deref(),
+                peer,
+            }),
+        );
         if !ops.is_empty() {
             inner.submit(ops).await?;
         }

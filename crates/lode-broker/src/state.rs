@@ -37,6 +37,7 @@ pub(crate) struct Inner {
     pub(crate) config: BrokerConfig,
     pub(crate) auth: Arc<dyn AuthHook>,
     pub(crate) message_hook: std::sync::OnceLock<Arc<dyn crate::MessageHook>>,
+    pub(crate) tap: std::sync::OnceLock<Arc<dyn crate::Tap>>,
     pub(crate) stats: Stats,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -71,6 +72,7 @@ impl Inner {
             config,
             auth,
             message_hook: std::sync::OnceLock::new(),
+            tap: std::sync::OnceLock::new(),
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -638,7 +640,21 @@ impl Inner {
             ops.push(self.retain(&msg, &topic));
         }
         self.route(&msg, &topic, &mut ops, None);
+        self.tap(&msg, &topic, None);
         self.submit_nowait(ops);
+    }
+
+    /// Hands a routed message to the tap, if one is installed.
+    pub(crate) fn tap(&self, msg: &Message, topic: &str, client: Option<crate::TapClient<'_>>) {
+        if let Some(tap) = self.tap.get() {
+            tap.on_message(crate::Tapped {
+                topic,
+                payload: &msg.payload,
+                qos: msg.qos,
+                retain: msg.retain,
+                client,
+            });
+        }
     }
 
     /// Ends offline sessions whose expiry interval has passed.

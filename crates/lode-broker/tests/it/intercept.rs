@@ -262,3 +262,71 @@ async fn other_transports_publish_through_the_same_checks_and_hook() {
     assert!(matches!(err, lode_broker::PublishAsError::InvalidTopic(_)));
     b.stop().await;
 }
+
+/// Topic, payload and the publisher's client id (None for the platform) of a tapped message.
+type Tapped = (String, Vec<u8>, Option<String>);
+
+/// Records what the tap sees.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Tapped>>);
+
+impl lode_broker::Tap for Recorder {
+    fn on_message(&self, msg: lode_broker::Tapped<'_>) {
+        self.0.lock().push((
+            msg.topic.to_owned(),
+            msg.payload.to_vec(),
+            msg.client.map(|c| c.client_id.to_owned()),
+        ));
+    }
+}
+
+#[tokio::test]
+async fn the_tap_sees_routed_messages_but_not_taken_ones() {
+    let b = TestBroker::start().await;
+    let taker = Arc::new(Taker::default());
+    b.broker.set_message_hook(taker.clone());
+    let tap = Arc::new(Recorder::default());
+    assert!(b.broker.set_tap(tap.clone()));
+    assert!(!b.broker.set_tap(tap.clone()), "only one tap");
+
+    let mut dev = Client::connect(b.addr, V5, "dev").await;
+    dev.send(Packet::Publish(publish(
+        "platform/in",
+        b"taken",
+        QoS::AtMostOnce,
+        None,
+    )))
+    .await;
+    wait_taken(&taker, 1).await;
+    taker
+        .releases
+        .lock()
+        .remove(0)
+        .send(Ok(()))
+        .expect("waiting");
+    dev.send(Packet::Publish(publish(
+        "room/1",
+        b"routed",
+        QoS::AtLeastOnce,
+        Some(1),
+    )))
+    .await;
+    assert!(matches!(dev.recv().await, Packet::PubAck(_)));
+    b.broker
+        .publish("room/2", "internal".into(), QoS::AtMostOnce, false)
+        .await
+        .expect("published");
+    let seen = tap.0.lock().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "room/1".to_owned(),
+                b"routed".to_vec(),
+                Some("dev".to_owned())
+            ),
+            ("room/2".to_owned(), b"internal".to_vec(), None),
+        ]
+    );
+    b.stop().await;
+}
