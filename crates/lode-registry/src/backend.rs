@@ -689,6 +689,10 @@ macro_rules! registry_backend {
                 $kind
             }
 
+            fn rules(&self) -> &dyn crate::RuleStore {
+                self
+            }
+
             fn limits(&self) -> RegistryLimits {
                 self.limits
             }

@@ -68,6 +68,14 @@ pub enum RegistryError {
     InvalidPageSize { size: u32, limit: u32 },
     #[error("invalid page cursor {0:?}")]
     InvalidCursor(String),
+    #[error("rule {0} not found")]
+    RuleNotFound(String),
+    #[error("destination {0} not found")]
+    DestinationNotFound(String),
+    #[error("a destination named {0:?} already exists")]
+    DestinationAlreadyExists(String),
+    #[error("account {account_id} already has the maximum of {limit} rules")]
+    RulesPerAccountExceeded { account_id: String, limit: u64 },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("schema migration {version} failed: {source}")]
@@ -110,6 +118,10 @@ impl RegistryError {
             BatchTooLarge { .. } => "BatchTooLarge",
             InvalidPageSize { .. } => "InvalidPageSize",
             InvalidCursor(_) => "InvalidCursor",
+            RuleNotFound(_) => "RuleNotFound",
+            DestinationNotFound(_) => "DestinationNotFound",
+            DestinationAlreadyExists(_) => "DestinationAlreadyExists",
+            RulesPerAccountExceeded { .. } => "QuotaExceeded.RulesPerAccount",
             Corrupt(_) | Migration { .. } | Backend(_) => "Backend",
         }
     }

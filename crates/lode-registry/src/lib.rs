@@ -28,6 +28,7 @@ pub mod ids;
 mod limits;
 mod model;
 mod postgres;
+mod rules;
 mod sqlite;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -41,6 +42,7 @@ pub use model::{
     TopicCategory, TopicPermission,
 };
 pub use postgres::PgRegistry;
+pub use rules::{DestinationRecord, NewDestination, NewRule, RuleRecord, RuleStore};
 pub use sqlite::SqliteRegistry;
 pub use sqlx::postgres::PgConnectOptions;
 
@@ -286,4 +288,8 @@ pub trait RegistryStore: Send + Sync + 'static {
         device_name: &'a str,
         page: PageRequest,
     ) -> BoxFuture<'a, Result<Page<DeviceEvent>>>;
+
+    // --- rules engine
+    /// Rules and forwarding destinations, in the same database.
+    fn rules(&self) -> &dyn RuleStore;
 }

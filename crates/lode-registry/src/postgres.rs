@@ -6,7 +6,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::backend::{Migration, registry_backend, run_migrations};
 
-const MIGRATIONS: [Migration; 2] = [
+const MIGRATIONS: [Migration; 3] = [
     Migration {
         version: 1,
         name: "init",
@@ -16,6 +16,11 @@ const MIGRATIONS: [Migration; 2] = [
         version: 2,
         name: "product_documents",
         sql: include_str!("../migrations/postgres/0002_product_documents.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "rules",
+        sql: include_str!("../migrations/postgres/0003_rules.sql"),
     },
 ];
 
@@ -63,3 +68,4 @@ impl PgRegistry {
 }
 
 registry_backend!(PgRegistry, sqlx::Postgres, "postgres");
+crate::rules::rules_backend!(PgRegistry, sqlx::Postgres);

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 
 use crate::backend::{Migration, registry_backend, run_migrations};
 
-const MIGRATIONS: [Migration; 2] = [
+const MIGRATIONS: [Migration; 3] = [
     Migration {
         version: 1,
         name: "init",
@@ -20,6 +20,11 @@ const MIGRATIONS: [Migration; 2] = [
         version: 2,
         name: "product_documents",
         sql: include_str!("../migrations/sqlite/0002_product_documents.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "rules",
+        sql: include_str!("../migrations/sqlite/0003_rules.sql"),
     },
 ];
 
@@ -71,3 +76,4 @@ impl SqliteRegistry {
 }
 
 registry_backend!(SqliteRegistry, sqlx::Sqlite, "sqlite");
+crate::rules::rules_backend!(SqliteRegistry, sqlx::Sqlite);

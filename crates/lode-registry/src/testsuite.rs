@@ -65,6 +65,7 @@ macro_rules! registry_conformance_tests {
             dynamic_registration_once,
             imported_access_key,
             product_documents_draft_and_publish,
+            rules_and_destinations,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -1265,6 +1266,109 @@ pub async fn product_documents_draft_and_publish(h: impl Harness) {
         // Deleting the product deletes its documents.
         ok(s.delete_product(&pk).await);
         assert_eq!(ok(s.get_document(&pk, DocumentKind::Tsl).await), None);
+    })
+    .await;
+}
+
+pub async fn rules_and_destinations(h: impl Harness) {
+    run(h, small_limits(), |s| async move {
+        let acc = ok(s.create_account("acme").await).id;
+        let other = ok(s.create_account("other").await).id;
+        let store = s.rules();
+        let new = |name: &str| crate::NewRule {
+            name: name.to_owned(),
+            sql: "SELECT * FROM '/a/+/user/up'".to_owned(),
+            enabled: false,
+            actions: "[]".to_owned(),
+            error_action: None,
+        };
+        let r1 = ok(store.create_rule(&acc, new("one"), 2).await);
+        assert!(r1.id.starts_with('r') && !r1.enabled);
+        assert_eq!(
+            (r1.name.as_str(), r1.account_id.as_str()),
+            ("one", acc.as_str())
+        );
+        let r2 = ok(store.create_rule(&acc, new("two"), 2).await);
+        assert_eq!(
+            code(store.create_rule(&acc, new("three"), 2).await),
+            "QuotaExceeded.RulesPerAccount"
+        );
+        assert_eq!(
+            code(store.create_rule("nope", new("x"), 2).await),
+            "AccountNotFound"
+        );
+        ok(store.create_rule(&other, new("theirs"), 2).await);
+
+        let mut changed = new("one again");
+        changed.actions = r#"[{"type":"republish"}]"#.to_owned();
+        changed.error_action = Some("{}".to_owned());
+        let u = ok(store.update_rule(&r1.id, changed).await);
+        assert_eq!(u.actions, r#"[{"type":"republish"}]"#);
+        assert_eq!(
+            (u.name.as_str(), u.error_action.as_deref()),
+            ("one again", Some("{}"))
+        );
+        assert!(ok(store.set_rule_enabled(&r1.id, true).await).enabled);
+        assert_eq!(
+            ok(store.get_rule(&r1.id).await),
+            Some(ok(store.get_rule(&r1.id).await).expect("exists"))
+        );
+        assert!(ok(store.get_rule(&r1.id).await).expect("exists").enabled);
+        let mine: Vec<String> = ok(store.list_rules(Some(&acc)).await)
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut expected = vec![r1.id.clone(), r2.id.clone()];
+        expected.sort();
+        assert_eq!(mine, expected);
+        assert_eq!(ok(store.list_rules(None).await).len(), 3);
+        assert_eq!(
+            code(store.update_rule("nope", new("x")).await),
+            "RuleNotFound"
+        );
+        assert_eq!(
+            code(store.set_rule_enabled("nope", true).await),
+            "RuleNotFound"
+        );
+
+        // Deleting frees a place under the limit.
+        ok(store.delete_rule(&r2.id).await);
+        assert_eq!(ok(store.get_rule(&r2.id).await), None);
+        assert_eq!(code(store.delete_rule(&r2.id).await), "RuleNotFound");
+        ok(store.create_rule(&acc, new("three"), 2).await);
+
+        let dest = |name: &str| crate::NewDestination {
+            name: name.to_owned(),
+            kind: "http".to_owned(),
+            config: r#"{"url":"http://127.0.0.1:1/"}"#.to_owned(),
+        };
+        let d = ok(store.create_destination(&acc, dest("hook")).await);
+        assert!(d.id.starts_with('d'));
+        assert_eq!(
+            code(store.create_destination(&acc, dest("hook")).await),
+            "DestinationAlreadyExists"
+        );
+        ok(store.create_destination(&other, dest("hook")).await);
+        assert_eq!(
+            code(store.create_destination("nope", dest("x")).await),
+            "AccountNotFound"
+        );
+        let mut changed = dest("hook2");
+        changed.kind = "postgres".to_owned();
+        let u = ok(store.update_destination(&d.id, changed).await);
+        assert_eq!((u.name.as_str(), u.kind.as_str()), ("hook2", "postgres"));
+        assert_eq!(ok(store.get_destination(&d.id).await), Some(u));
+        assert_eq!(ok(store.list_destinations(Some(&acc)).await).len(), 1);
+        assert_eq!(ok(store.list_destinations(None).await).len(), 2);
+        ok(store.delete_destination(&d.id).await);
+        assert_eq!(
+            code(store.delete_destination(&d.id).await),
+            "DestinationNotFound"
+        );
+        assert_eq!(
+            code(store.update_destination(&d.id, dest("x")).await),
+            "DestinationNotFound"
+        );
     })
     .await;
 }
