@@ -215,15 +215,16 @@ pub(crate) fn build(state: ApiState) -> Router {
         .routes(routes!(thing::device_log))
         .routes(routes!(rules::create_rule, rules::list_rules))
         .routes(routes!(rules::test_rule))
-        .routes(routes!(rules::get_rule, rules::update_rule, rules::delete_rule))
+        .routes(routes!(
+            rules::get_rule,
+            rules::update_rule,
+            rules::delete_rule
+        ))
         .routes(routes!(rules::enable_rule))
         .routes(routes!(rules::disable_rule))
         .routes(routes!(rules::rule_counters))
         .routes(routes!(rules::start_trace, rules::get_trace))
-        .routes(routes!(
-            rules::create_destination,
-            rules::list_destinations
-        ))
+        .routes(routes!(rules::create_destination, rules::list_destinations))
         .routes(routes!(
             rules::get_destination,
             rules::update_destination,

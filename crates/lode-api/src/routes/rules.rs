@@ -349,7 +349,9 @@ pub(crate) async fn update_destination(
     ApiPath(id): ApiPath<String>,
     ApiJson(spec): ApiJson<DestinationSpec>,
 ) -> ApiResult<Json<DestinationView>> {
-    Ok(Json(fw.update_destination(&caller.account_id, &id, spec).await?))
+    Ok(Json(
+        fw.update_destination(&caller.account_id, &id, spec).await?,
+    ))
 }
 
 /// Deletes a destination.
@@ -385,7 +387,10 @@ mod tests {
 
     #[test]
     fn the_sample_device_comes_from_the_topic() {
-        assert_eq!(sample_device(&sample("/pk/dn/user/up")), ("pk".into(), "dn".into()));
+        assert_eq!(
+            sample_device(&sample("/pk/dn/user/up")),
+            ("pk".into(), "dn".into())
+        );
         assert_eq!(
             sample_device(&sample("/sys/pk/dn/thing/event/property/post")),
             ("pk".into(), "dn".into())
@@ -400,7 +405,10 @@ mod tests {
         let e: ApiError = ForwardError::RuleNotFound("r1".into()).into();
         assert_eq!(e.status_and_code(), (StatusCode::NOT_FOUND, "RuleNotFound"));
         let e: ApiError = ForwardError::TooManyActions { len: 11, limit: 10 }.into();
-        assert_eq!(e.status_and_code(), (StatusCode::BAD_REQUEST, "InvalidParameter"));
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::BAD_REQUEST, "InvalidParameter")
+        );
         let e: ApiError = ForwardError::Registry(RegistryError::RulesPerAccountExceeded {
             account_id: "a".into(),
             limit: 1,
