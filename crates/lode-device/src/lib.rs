@@ -67,6 +67,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 mod cert;
+mod subscriber;
 mod transient;
 
 pub use cert::{CertificateIdentityError, certificate_identity};
@@ -109,6 +110,11 @@ enum Client {
     /// A registration session: it may receive its greeting and nothing else.
     Registration,
     Application,
+    /// An application signed in with an AccessKey: it may subscribe to the device stream
+    /// of these products and nothing else ([`subscriber`]).
+    Subscriber {
+        products: std::collections::HashSet<String>,
+    },
 }
 
 /// A lifecycle change, recorded in order by the worker.
@@ -229,7 +235,7 @@ impl DeviceAuth {
                 return Err(ReasonCode::BadUserNameOrPassword);
             }
             (None, Some(Ok(named))) => named,
-            (None, Some(Err(_)) | None) => return self.application(req),
+            (None, Some(Err(_)) | None) => return self.application(req).await,
         };
         let client_id = ClientId::parse(req.client_id).map_err(|error| {
             tracing::debug!(%error, client_id = req.client_id, "bad device client id");
@@ -309,7 +315,22 @@ impl DeviceAuth {
         }
     }
 
-    fn application(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
+    async fn application(&self, req: &ConnectRequest<'_>) -> Result<Principal, ReasonCode> {
+        if let Some(sign_in) = req.username.and_then(subscriber::parse) {
+            let sign_in = sign_in.map_err(|reason| {
+                tracing::debug!(reason, "bad application sign-in");
+                ReasonCode::BadUserNameOrPassword
+            })?;
+            let password = req.password.unwrap_or_default();
+            let now = chrono::Utc::now().timestamp_millis();
+            let products =
+                subscriber::verify(self.registry.as_ref(), &sign_in, password, now).await?;
+            return Ok(Principal {
+                name: format!("application {}", sign_in.access_key_id),
+                ext: Some(Arc::new(Client::Subscriber { products })),
+                ..Principal::default()
+            });
+        }
         if !self.config.allow_applications {
             return Err(ReasonCode::NotAuthorized);
         }
@@ -515,6 +536,7 @@ impl AuthHook for DeviceAuth {
     fn authorize_subscribe(&self, principal: &Principal, filter: &str) -> bool {
         match client(principal) {
             Some(Client::Device { permissions, .. }) => permissions.can_subscribe(filter),
+            Some(Client::Subscriber { products }) => subscriber::may_subscribe(products, filter),
             Some(Client::Application) => true,
             _ => false,
         }
@@ -630,7 +652,7 @@ fn permission(p: TopicPermission) -> Permission {
     }
 }
 
-fn backend(error: RegistryError) -> ReasonCode {
+pub(crate) fn backend(error: RegistryError) -> ReasonCode {
     tracing::warn!(%error, "registry unavailable at sign-in");
     ReasonCode::ServerUnavailable
 }

@@ -149,6 +149,8 @@ pub struct RuntimeCounters {
     pub buffer_errors: u64,
     /// Jobs waiting in every buffer now.
     pub buffered: u64,
+    /// Messages published to the applications' stream (`$lode/...`).
+    pub streamed: u64,
 }
 
 /// The running rules engine. Cheap to clone.
@@ -220,6 +222,7 @@ impl Forwarder {
             throttled: c.throttled.load(Ordering::Relaxed),
             buffer_errors: c.buffer_errors.load(Ordering::Relaxed),
             buffered: self.inner.buffered() as u64,
+            streamed: c.streamed.load(Ordering::Relaxed),
         }
     }
 

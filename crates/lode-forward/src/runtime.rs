@@ -38,6 +38,8 @@ pub(crate) struct Counters {
     pub(crate) input_dropped: AtomicU64,
     pub(crate) throttled: AtomicU64,
     pub(crate) buffer_errors: AtomicU64,
+    /// Messages published to the applications' stream (`$lode/...`).
+    pub(crate) streamed: AtomicU64,
 }
 
 /// A rule as the runtime runs it.
@@ -349,6 +351,32 @@ impl Inner {
             id: self.message_id(),
             at,
             qos: 1,
+        }
+    }
+
+    /// Publishes the message to the applications' stream (server-side subscription):
+    /// `$lode/${pk}/${dn}/thing/property` (validated property posts),
+    /// `.../thing/event/${id}` (validated events), `.../status`, `.../user/...` (custom
+    /// topics) and `.../thing/service/${id}_reply` (service replies), at QoS 1, so that a
+    /// persistent application session keeps them until it acknowledges them.
+    async fn stream(&self, msg: &Msg) {
+        let Some(topic) = stream_topic(msg) else {
+            return;
+        };
+        match self
+            .broker
+            .publish(
+                &topic,
+                msg.payload.clone(),
+                lode_mqtt::QoS::AtLeastOnce,
+                false,
+            )
+            .await
+        {
+            Ok(_) => {
+                self.counters.streamed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => tracing::warn!(%error, topic, "stream message not published"),
         }
     }
 
@@ -791,6 +819,7 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<Input>) {
         for input in inputs.drain(..) {
             for msg in inner.messages(input) {
                 inner.evaluate(&msg, &mut jobs).await;
+                inner.stream(&msg).await;
             }
         }
         inner.enqueue(jobs).await;
@@ -924,5 +953,101 @@ pub(crate) struct ThingListener(pub(crate) Arc<Inner>);
 impl lode_thing::RecordListener for ThingListener {
     fn on_records(&self, records: &[Record]) {
         self.0.offer(Input::Records(records.to_vec(), now_ms()));
+    }
+}
+
+/// The applications' stream topic of a message, when it has one.
+fn stream_topic(msg: &Msg) -> Option<String> {
+    let (pk, dn) = (&msg.product_key, &msg.device_name);
+    let base = format!("$lode/{pk}/{dn}");
+    match msg.feed {
+        Feed::Status => Some(format!("{base}/status")),
+        Feed::Thing => {
+            let rest = msg
+                .topic
+                .strip_prefix(&format!("/sys/{pk}/{dn}/thing/event/"))?;
+            if rest == "property/post" {
+                Some(format!("{base}/thing/property"))
+            } else {
+                let id = rest.strip_suffix("/post")?;
+                Some(format!("{base}/thing/event/{id}"))
+            }
+        }
+        Feed::Topic => {
+            if let Some(rest) = msg.topic.strip_prefix(&format!("/{pk}/{dn}/user/")) {
+                return Some(format!("{base}/user/{rest}"));
+            }
+            let service = msg
+                .topic
+                .strip_prefix(&format!("/sys/{pk}/{dn}/thing/service/"))?;
+            (service.ends_with("_reply") && !service.contains('/'))
+                .then(|| format!("{base}/thing/service/{service}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    fn msg(feed: Feed, topic: &str) -> Msg {
+        Msg {
+            feed,
+            topic: topic.to_owned(),
+            payload: Bytes::new(),
+            json: None,
+            product_key: "pk".into(),
+            device_name: "dn".into(),
+            client_ip: None,
+            id: "1".into(),
+            at: 0,
+            qos: 0,
+        }
+    }
+
+    #[test]
+    fn stream_topics() {
+        let cases = [
+            (
+                Feed::Thing,
+                "/sys/pk/dn/thing/event/property/post",
+                Some("$lode/pk/dn/thing/property"),
+            ),
+            (
+                Feed::Thing,
+                "/sys/pk/dn/thing/event/Alarm/post",
+                Some("$lode/pk/dn/thing/event/Alarm"),
+            ),
+            (
+                Feed::Status,
+                "/as/mqtt/status/pk/dn",
+                Some("$lode/pk/dn/status"),
+            ),
+            (
+                Feed::Topic,
+                "/pk/dn/user/update",
+                Some("$lode/pk/dn/user/update"),
+            ),
+            (
+                Feed::Topic,
+                "/sys/pk/dn/thing/service/Echo_reply",
+                Some("$lode/pk/dn/thing/service/Echo_reply"),
+            ),
+            // Raw thing-model uplinks come validated through the thing feed instead.
+            (Feed::Topic, "/sys/pk/dn/thing/event/property/post", None),
+            (
+                Feed::Topic,
+                "/sys/pk/dn/thing/service/property/set_reply",
+                None,
+            ),
+            (Feed::Topic, "/other/dn/user/x", None),
+        ];
+        for (feed, topic, expected) in cases {
+            assert_eq!(
+                stream_topic(&msg(feed, topic)).as_deref(),
+                expected,
+                "{topic}"
+            );
+        }
     }
 }
