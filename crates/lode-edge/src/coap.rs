@@ -96,11 +96,29 @@ impl Mode {
 pub struct CoapServer {
     shared: Arc<Shared>,
     downlinks: mpsc::UnboundedReceiver<Downlink>,
+    tunnel: Option<TunnelIn>,
 }
+
+/// Where the message layer's datagrams come from and go to.
+#[derive(Debug)]
+enum Transport {
+    /// A UDP socket of its own.
+    Udp(UdpSocket),
+    /// Plaintext datagrams of a secured transport ([`crate::dtls`]), which owns the socket.
+    Tunnel {
+        local: SocketAddr,
+        out: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+        /// The device each PSK peer authenticated as (`pk/dn`).
+        bound: Arc<Mutex<HashMap<SocketAddr, String>>>,
+    },
+}
+
+/// Plaintext datagrams a secured transport hands to the message layer.
+pub(crate) type TunnelIn = mpsc::Receiver<(SocketAddr, Vec<u8>)>;
 
 #[derive(Debug)]
 struct Shared {
-    socket: UdpSocket,
+    transport: Transport,
     edge: Edge,
     mode: Mode,
     separate_after: Duration,
@@ -161,11 +179,30 @@ impl CoapServer {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn bind(addr: SocketAddr, edge: Edge, mode: Mode) -> io::Result<CoapServer> {
         let socket = UdpSocket::bind(addr).await?;
+        Ok(CoapServer::over(Transport::Udp(socket), edge, mode, None))
+    }
+
+    /// A plain-mode message layer fed by a secured transport: it reads plaintext datagrams
+    /// from `inbound` and writes its answers to `out`; `bound` names the device of each PSK
+    /// peer, whose requests may act only for that device.
+    pub(crate) fn tunnel(
+        local: SocketAddr,
+        edge: Edge,
+        inbound: TunnelIn,
+        out: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+        bound: Arc<Mutex<HashMap<SocketAddr, String>>>,
+    ) -> CoapServer {
+        let transport = Transport::Tunnel { local, out, bound };
+        CoapServer::over(transport, edge, Mode::Plain, Some(inbound))
+    }
+
+    fn over(transport: Transport, edge: Edge, mode: Mode, tunnel: Option<TunnelIn>) -> CoapServer {
         let (downlinks, downlinks_rx) = mpsc::unbounded_channel();
-        Ok(CoapServer {
+        CoapServer {
             downlinks: downlinks_rx,
+            tunnel,
             shared: Arc::new(Shared {
-                socket,
+                transport,
                 edge,
                 mode,
                 separate_after: Duration::from_secs(1),
@@ -179,7 +216,7 @@ impl CoapServer {
                 feeds: Mutex::new(HashMap::new()),
                 downlinks,
             }),
-        })
+        }
     }
 
     /// How long a CON request may take before it gets an empty ACK and a separate response
@@ -193,7 +230,10 @@ impl CoapServer {
 
     /// The bound address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.socket.local_addr()
+        match &self.shared.transport {
+            Transport::Udp(socket) => socket.local_addr(),
+            Transport::Tunnel { local, .. } => Ok(*local),
+        }
     }
 
     /// Serves until `stop` is cancelled.
@@ -201,6 +241,7 @@ impl CoapServer {
         let CoapServer {
             shared,
             mut downlinks,
+            mut tunnel,
         } = self;
         let limits = UploadLimits {
             max_body: shared.edge.config().coap_max_body,
@@ -226,15 +267,35 @@ impl CoapServer {
                     layer.dedup.expire(now);
                     layer.uploads.expire(now);
                 }
-                received = shared.socket.recv_from(&mut buf) => match received {
-                    Ok((n, peer)) => {
+                received = receive(&shared.transport, tunnel.as_mut(), &mut buf) => match received {
+                    Ok(Some((n, peer))) => {
                         let datagram = buf.get(..n).unwrap_or_default();
                         layer.datagram(datagram, peer).await;
                     }
+                    Ok(None) => break,
                     Err(error) => tracing::debug!(%error, "coap receive failed"),
                 },
             }
         }
+    }
+}
+
+/// The next datagram into `buf`: its length and sender (`None`: the tunnel is closed).
+async fn receive(
+    transport: &Transport,
+    tunnel: Option<&mut TunnelIn>,
+    buf: &mut [u8],
+) -> io::Result<Option<(usize, SocketAddr)>> {
+    match (transport, tunnel) {
+        (Transport::Udp(socket), _) => socket.recv_from(buf).await.map(Some),
+        (Transport::Tunnel { .. }, Some(inbound)) => Ok(inbound.recv().await.map(|(peer, d)| {
+            let n = d.len().min(buf.len());
+            if let (Some(dst), Some(src)) = (buf.get_mut(..n), d.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            (n, peer)
+        })),
+        (Transport::Tunnel { .. }, None) => Ok(None),
     }
 }
 
@@ -397,9 +458,27 @@ impl Layer {
 
 impl Shared {
     async fn send(&self, bytes: &[u8], peer: SocketAddr) {
-        match self.socket.send_to(bytes, peer).await {
-            Ok(_) => inc(&self.edge.stats().datagrams_out),
+        let sent = match &self.transport {
+            Transport::Udp(socket) => socket.send_to(bytes, peer).await.map(drop),
+            // A full queue loses the datagram, as a full socket buffer would.
+            Transport::Tunnel { out, .. } => out
+                .try_send((peer, bytes.to_vec()))
+                .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "dtls queue full")),
+        };
+        match sent {
+            Ok(()) => inc(&self.edge.stats().datagrams_out),
             Err(error) => tracing::debug!(%error, %peer, "coap send failed"),
+        }
+    }
+
+    /// Whether `peer` may act for the device `pk/dn`: a PSK peer only for its own device.
+    fn may_act_for(&self, peer: SocketAddr, product_key: &str, device_name: &str) -> bool {
+        match &self.transport {
+            Transport::Tunnel { bound, .. } => bound
+                .lock()
+                .get(&peer)
+                .is_none_or(|device| *device == lode_alink::identity_key(product_key, device_name)),
+            Transport::Udp(_) => true,
         }
     }
 
@@ -550,6 +629,10 @@ impl Shared {
             }),
             (Mode::Plain, _) => None,
         };
+        if !self.may_act_for(peer, &req.product_key, &req.device_name) {
+            self.edge.stats().auth_failed(self.mode.channel());
+            return Reply::code(Code::FORBIDDEN);
+        }
         let content = req.sign_content();
         let sign_in = SignIn {
             product_key: &req.product_key,
@@ -598,6 +681,13 @@ impl Shared {
             Ok(s) => s,
             Err(error) => return Reply::code(error.coap_code()),
         };
+        if !self.may_act_for(
+            peer,
+            &session.claims.product_key,
+            &session.claims.device_name,
+        ) {
+            return Reply::code(Code::FORBIDDEN);
+        }
         let device =
             lode_alink::identity_key(&session.claims.product_key, &session.claims.device_name);
         if action == ObserveAction::Deregister {
@@ -724,6 +814,13 @@ impl Shared {
             Ok(s) => s,
             Err(error) => return Reply::code(error.coap_code()),
         };
+        if !self.may_act_for(
+            peer,
+            &session.claims.product_key,
+            &session.claims.device_name,
+        ) {
+            return Reply::code(Code::FORBIDDEN);
+        }
         let payload = match self.mode {
             Mode::Plain => body,
             Mode::Encrypted => {

@@ -19,12 +19,14 @@
 //!   [`EdgeConfig::online_window`] (registry state and `/as/mqtt/status/...` messages).
 //!
 //! The transports: [`http::router`] (`POST /auth`, `POST /topic/${topic}`) for the HTTP
-//! listener, and [`coap::CoapServer`] for the UDP listeners (plain on 5683, the symmetric-key
-//! encrypted payload mode on 5682).
+//! listener, [`coap::CoapServer`] for the UDP listeners (plain on 5683, the symmetric-key
+//! encrypted payload mode on 5682), and [`dtls::DtlsServer`] for CoAP over DTLS 1.2 (5684,
+//! PSK and certificate).
 //!
 //! [`EdgeStats`] counts what happens, rendered for `/metrics`.
 
 pub mod coap;
+pub mod dtls;
 mod feed;
 pub mod http;
 mod limit;

@@ -30,6 +30,10 @@ pub struct EdgeStats {
     pub(crate) replays: AtomicU64,
     pub(crate) seq_refused: AtomicU64,
     pub(crate) retransmissions: AtomicU64,
+    pub(crate) dtls_handshakes: AtomicU64,
+    pub(crate) dtls_failures: AtomicU64,
+    pub(crate) dtls_timeouts: AtomicU64,
+    pub(crate) dtls_refused: AtomicU64,
 }
 
 pub(crate) fn inc(counter: &AtomicU64) {
@@ -83,6 +87,16 @@ impl EdgeStats {
     /// CoAP duplicates answered from the deduplication cache.
     pub fn replays(&self) -> u64 {
         self.replays.load(Ordering::Relaxed)
+    }
+
+    /// DTLS handshakes completed.
+    pub fn dtls_handshakes(&self) -> u64 {
+        self.dtls_handshakes.load(Ordering::Relaxed)
+    }
+
+    /// DTLS handshakes dropped because they did not finish in time.
+    pub fn dtls_handshake_timeouts(&self) -> u64 {
+        self.dtls_timeouts.load(Ordering::Relaxed)
     }
 
     /// Appends the counters in the Prometheus text format.
@@ -147,6 +161,26 @@ impl EdgeStats {
                 "lode_coap_retransmissions_total",
                 "Separate CoAP responses sent again for want of an ACK.",
                 &self.retransmissions,
+            ),
+            (
+                "lode_dtls_handshakes_total",
+                "DTLS handshakes completed.",
+                &self.dtls_handshakes,
+            ),
+            (
+                "lode_dtls_failures_total",
+                "DTLS sessions ended by a fatal error (bad key, bad record, unknown identity).",
+                &self.dtls_failures,
+            ),
+            (
+                "lode_dtls_handshake_timeouts_total",
+                "DTLS handshakes dropped for not finishing in time.",
+                &self.dtls_timeouts,
+            ),
+            (
+                "lode_dtls_handshakes_refused_total",
+                "DTLS handshakes not started: too many at once, or no suite of ours offered.",
+                &self.dtls_refused,
             ),
         ] {
             let _ = writeln!(

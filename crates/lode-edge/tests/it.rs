@@ -1,16 +1,16 @@
 //! Tokens across restarts and expiry, and the CoAP message layer's separate responses, over
 //! a real registry, broker and UDP socket.
 
+use lode_testkit::{TestRegistry, device_broker};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lode_broker::{Broker, BrokerConfig};
-use lode_device::{DeviceAuth, DeviceAuthConfig};
+use lode_device::DeviceAuthConfig;
 use lode_edge::coap::{CoapServer, Mode};
 use lode_edge::lode_coap::{Code, Message, MessageType, Token, decode, encode};
 use lode_edge::{Channel, Edge, EdgeConfig, EdgeError, SignIn, TokenKey};
-use lode_registry::{NewDevice, NewProduct, RegistryLimits, RegistryStore, SqliteRegistry};
+use lode_registry::{NewDevice, NewProduct, RegistryStore};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -22,40 +22,24 @@ struct Platform {
 }
 
 async fn platform() -> Platform {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let registry: Arc<dyn RegistryStore> = Arc::new(
-        SqliteRegistry::open(dir.path().join("registry.db"), RegistryLimits::default())
-            .await
-            .expect("registry"),
-    );
-    let account = registry.create_account("acme").await.expect("account");
-    let product = registry
-        .create_product(&account.id, NewProduct::new("meters"))
-        .await
-        .expect("product");
-    let device = registry
-        .create_device(&product.product_key, NewDevice::new("meter-0001"))
+    let r = TestRegistry::new().await;
+    let pk = r.product(NewProduct::new("meters")).await;
+    let device = r
+        .registry
+        .create_device(&pk, NewDevice::new("meter-0001"))
         .await
         .expect("device");
     Platform {
-        registry,
-        pk: product.product_key,
+        registry: r.registry,
+        pk,
         secret: device.device_secret,
-        _dir: dir,
+        _dir: r.dir,
     }
 }
 
 /// A fresh device hook, broker and [`Edge`] over the same registry: a restarted server.
 async fn edge(p: &Platform, key: TokenKey, config: EdgeConfig) -> Edge {
-    let auth = DeviceAuth::start(p.registry.clone(), DeviceAuthConfig::default());
-    let broker = Broker::open(
-        BrokerConfig::default(),
-        Arc::new(lode_store::MemoryStore::new()),
-        auth.clone(),
-    )
-    .await
-    .expect("broker");
-    auth.attach_broker(broker.clone());
+    let (broker, auth) = device_broker(&p.registry, DeviceAuthConfig::default()).await;
     Edge::new(auth, broker, key, config)
 }
 

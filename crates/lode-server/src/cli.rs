@@ -69,6 +69,11 @@ pub struct ServeArgs {
     #[arg(long, env = "LODESTONE_COAP_PSK_ADDR", value_name = "ADDR")]
     pub coap_psk_addr: Option<SocketAddr>,
 
+    /// Address of the Alink CoAP over DTLS listener (UDP; certificate and PSK)
+    /// [default: 0.0.0.0:5684]
+    #[arg(long, env = "LODESTONE_COAP_DTLS_ADDR", value_name = "ADDR")]
+    pub coap_dtls_addr: Option<SocketAddr>,
+
     /// PEM file with the server certificate chain (enables the mqtts, wss and https listeners)
     #[arg(long, env = "LODESTONE_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,

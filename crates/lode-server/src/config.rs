@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub deny_subscribe_reason: lode_mqtt::ReasonCode,
     /// HTTP and CoAP device access: token validity, online window, limits.
     pub edge: lode_edge::EdgeConfig,
+    /// DTLS limits of the `coap_dtls` listener. Its certificate, when `None`, is the TLS
+    /// certificate if that key is ECDSA, else a self-signed ECDSA P-256 one made at start.
+    pub dtls: lode_edge::dtls::DtlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +91,7 @@ impl Default for ServerConfig {
             deny_subscribe: Vec::new(),
             deny_subscribe_reason: lode_mqtt::ReasonCode::NotAuthorized,
             edge: lode_edge::EdgeConfig::default(),
+            dtls: lode_edge::dtls::DtlsConfig::default(),
         }
     }
 }
@@ -109,6 +113,7 @@ impl ServerConfig {
                 https: any,
                 coap: any,
                 coap_psk: any,
+                coap_dtls: any,
             },
             ..ServerConfig::default()
         }
@@ -129,6 +134,8 @@ pub struct ListenerAddrs {
     pub coap: SocketAddr,
     /// CoAP over UDP with Alink's symmetric-key encrypted payloads.
     pub coap_psk: SocketAddr,
+    /// CoAP over DTLS 1.2 (certificate and PSK).
+    pub coap_dtls: SocketAddr,
 }
 
 impl Default for ListenerAddrs {
@@ -143,6 +150,7 @@ impl Default for ListenerAddrs {
             https: on(8443),
             coap: on(5683),
             coap_psk: on(5682),
+            coap_dtls: on(5684),
         }
     }
 }

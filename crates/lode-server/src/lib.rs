@@ -24,6 +24,7 @@ use anyhow::Context as _;
 use lode_broker::{AuthHook, Broker, DenySubscribe};
 use lode_device::{DeviceAuth, DeviceAuthConfig};
 use lode_edge::coap::{CoapServer, Mode as CoapMode};
+use lode_edge::dtls::{DtlsConfig, DtlsIdentity, DtlsServer};
 use lode_edge::{Edge, TokenKey};
 use lode_history::ThingStore;
 use lode_registry::{PgRegistry, RegistryLimits, RegistryStore, SqliteRegistry};
@@ -61,6 +62,7 @@ pub struct Server {
     https: Option<https::HttpsListener>,
     coap: CoapServer,
     coap_psk: CoapServer,
+    coap_dtls: DtlsServer,
     edge: Edge,
     routes: axum::Router,
     ready: Arc<AtomicBool>,
@@ -190,6 +192,21 @@ impl Server {
                 addr: addrs.coap_psk,
                 source,
             })?;
+        let dtls = DtlsConfig {
+            certificate: match &config.dtls.certificate {
+                Some(identity) => Some(identity.clone()),
+                None => Some(dtls_identity(config.tls.as_ref())?),
+            },
+            ..config.dtls.clone()
+        };
+        let coap_dtls = DtlsServer::bind(addrs.coap_dtls, edge.clone(), dtls)
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to bind the coap-dtls listener on {}",
+                    addrs.coap_dtls
+                )
+            })?;
         let api = lode_api::router(
             lode_api::ApiState::new(
                 registry.clone(),
@@ -212,6 +229,7 @@ impl Server {
             https,
             coap,
             coap_psk,
+            coap_dtls,
             edge,
             routes: api,
             registry,
@@ -267,6 +285,13 @@ impl Server {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
+    /// Address of the Alink CoAP over DTLS listener (UDP).
+    pub fn coap_dtls_addr(&self) -> SocketAddr {
+        self.coap_dtls
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
     /// HTTP and CoAP device access.
     pub fn edge(&self) -> &Edge {
         &self.edge
@@ -315,6 +340,7 @@ impl Server {
             https,
             coap,
             coap_psk,
+            coap_dtls,
             edge,
             routes,
             ready,
@@ -356,6 +382,10 @@ impl Server {
             }
             tracker.spawn(server.run(stop_accepting.clone()));
         }
+        if let Ok(addr) = coap_dtls.local_addr() {
+            tracing::info!(listener = "coap-dtls", %addr, "listening");
+        }
+        tracker.spawn(coap_dtls.run(stop_accepting.clone()));
 
         let app = http::router(http::HttpState {
             broker: broker.clone(),
@@ -433,6 +463,43 @@ impl Server {
         tracing::info!(clean, "shutdown complete");
         Ok(())
     }
+}
+
+/// The certificate of the DTLS listener: the TLS certificate when its key is ECDSA (the only
+/// kind DTLS here signs with), otherwise a self-signed ECDSA P-256 certificate made at start.
+fn dtls_identity(tls: Option<&config::TlsConfig>) -> anyhow::Result<DtlsIdentity> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    /// DER of the id-ecPublicKey algorithm identifier (1.2.840.10045.2.1).
+    const EC_PUBLIC_KEY: [u8; 9] = [0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
+    if let Some(tls) = tls {
+        let key = PrivateKeyDer::from_pem_file(&tls.key)
+            .with_context(|| format!("failed to read private key from {}", tls.key.display()))?;
+        let ecdsa = match &key {
+            PrivateKeyDer::Sec1(_) => true,
+            PrivateKeyDer::Pkcs8(k) => k
+                .secret_pkcs8_der()
+                .windows(EC_PUBLIC_KEY.len())
+                .any(|w| w == EC_PUBLIC_KEY),
+            _ => false,
+        };
+        if ecdsa {
+            let cert = CertificateDer::from_pem_file(&tls.cert).with_context(|| {
+                format!("failed to read certificate from {}", tls.cert.display())
+            })?;
+            return Ok(DtlsIdentity {
+                certificate: cert.to_vec(),
+                private_key: key.secret_der().to_vec(),
+            });
+        }
+        tracing::warn!("the TLS key is not ECDSA; coap-dtls presents a self-signed certificate");
+    }
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .context("failed to generate the DTLS certificate")?;
+    Ok(DtlsIdentity {
+        certificate: generated.cert.der().to_vec(),
+        private_key: generated.signing_key.serialize_der(),
+    })
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {

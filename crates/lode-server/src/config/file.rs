@@ -107,6 +107,8 @@ pub struct ListenersFile {
     pub coap: Option<SocketAddr>,
     /// Alink CoAP with symmetric-key encrypted payloads (`coap-psk://`). Default `0.0.0.0:5682`.
     pub coap_psk: Option<SocketAddr>,
+    /// Alink CoAP over DTLS 1.2 (`coaps://`, certificate and PSK). Default `0.0.0.0:5684`.
+    pub coap_dtls: Option<SocketAddr>,
 }
 
 /// `[tls]`: server certificate and optional client-certificate authentication.

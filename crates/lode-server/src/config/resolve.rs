@@ -29,6 +29,7 @@ struct Layer {
     https_addr: Option<std::net::SocketAddr>,
     coap_addr: Option<std::net::SocketAddr>,
     coap_psk_addr: Option<std::net::SocketAddr>,
+    coap_dtls_addr: Option<std::net::SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
@@ -55,6 +56,7 @@ impl Layer {
             https_addr: file.listeners.https,
             coap_addr: file.listeners.coap,
             coap_psk_addr: file.listeners.coap_psk,
+            coap_dtls_addr: file.listeners.coap_dtls,
             tls_cert: file.tls.cert.clone(),
             tls_key: file.tls.key.clone(),
             tls_client_ca: file.tls.client_ca.clone(),
@@ -79,6 +81,7 @@ impl Layer {
         let https_addr = parse_addr("LODESTONE_HTTPS_ADDR");
         let coap_addr = parse_addr("LODESTONE_COAP_ADDR");
         let coap_psk_addr = parse_addr("LODESTONE_COAP_PSK_ADDR");
+        let coap_dtls_addr = parse_addr("LODESTONE_COAP_DTLS_ADDR");
         Layer {
             data_dir: get("LODESTONE_DATA_DIR").map(PathBuf::from),
             storage: get("LODESTONE_STORAGE")
@@ -97,6 +100,7 @@ impl Layer {
             https_addr,
             coap_addr,
             coap_psk_addr,
+            coap_dtls_addr,
             tls_cert: get("LODESTONE_TLS_CERT").map(PathBuf::from),
             tls_key: get("LODESTONE_TLS_KEY").map(PathBuf::from),
             tls_client_ca: get("LODESTONE_TLS_CLIENT_CA").map(PathBuf::from),
@@ -121,6 +125,7 @@ impl Layer {
             https_addr: args.https_addr,
             coap_addr: args.coap_addr,
             coap_psk_addr: args.coap_psk_addr,
+            coap_dtls_addr: args.coap_dtls_addr,
             tls_cert: args.tls_cert.clone(),
             tls_key: args.tls_key.clone(),
             tls_client_ca: args.tls_client_ca.clone(),
@@ -145,6 +150,7 @@ impl Layer {
             https_addr: top.https_addr.or(self.https_addr),
             coap_addr: top.coap_addr.or(self.coap_addr),
             coap_psk_addr: top.coap_psk_addr.or(self.coap_psk_addr),
+            coap_dtls_addr: top.coap_dtls_addr.or(self.coap_dtls_addr),
             tls_cert: top.tls_cert.or(self.tls_cert),
             tls_key: top.tls_key.or(self.tls_key),
             tls_client_ca: top.tls_client_ca.or(self.tls_client_ca),
@@ -179,6 +185,7 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         https: layer.https_addr.unwrap_or(default_addrs.https),
         coap: layer.coap_addr.unwrap_or(default_addrs.coap),
         coap_psk: layer.coap_psk_addr.unwrap_or(default_addrs.coap_psk),
+        coap_dtls: layer.coap_dtls_addr.unwrap_or(default_addrs.coap_dtls),
     };
 
     let client_auth = layer.tls_client_auth.unwrap_or_default();
@@ -294,6 +301,7 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         deny_subscribe,
         deny_subscribe_reason,
         edge,
+        dtls: defaults.dtls,
     })
 }
 

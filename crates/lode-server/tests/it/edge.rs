@@ -32,20 +32,21 @@ const TSL: &str = r#"{
 }"#;
 
 /// A running server with one product (TSL published) and its devices.
-struct Platform {
-    http: SocketAddr,
+pub(crate) struct Platform {
+    pub(crate) http: SocketAddr,
     coap: SocketAddr,
     coap_psk: SocketAddr,
+    pub(crate) coap_dtls: SocketAddr,
     registry: std::sync::Arc<dyn RegistryStore>,
     thing: lode_thing::ThingEngine,
     broker: lode_broker::Broker,
-    pk: String,
+    pub(crate) pk: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Platform {
-    async fn start(config: ServerConfig) -> Platform {
+    pub(crate) async fn start(config: ServerConfig) -> Platform {
         let server = Server::bind(config).await.expect("bind");
         let registry = server.registry().clone();
         let thing = server.thing().clone();
@@ -65,10 +66,11 @@ impl Platform {
             .await
             .expect("published");
         let pk = product.product_key;
-        let (http, coap, coap_psk) = (
+        let (http, coap, coap_psk, coap_dtls) = (
             server.http_addr(),
             server.coap_addr(),
             server.coap_psk_addr(),
+            server.coap_dtls_addr(),
         );
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
@@ -84,6 +86,7 @@ impl Platform {
             http,
             coap,
             coap_psk,
+            coap_dtls,
             registry,
             thing,
             broker,
@@ -93,7 +96,7 @@ impl Platform {
         }
     }
 
-    async fn device(&self, name: &str) -> String {
+    pub(crate) async fn device(&self, name: &str) -> String {
         self.registry
             .create_device(&self.pk, NewDevice::new(name.to_owned()))
             .await
@@ -101,7 +104,7 @@ impl Platform {
             .device_secret
     }
 
-    async fn temperature(&self, dn: &str) -> Option<Value> {
+    pub(crate) async fn temperature(&self, dn: &str) -> Option<Value> {
         let latest = self
             .thing
             .store()
@@ -115,7 +118,7 @@ impl Platform {
     }
 
     /// Waits until the device's stored temperature is `want`.
-    async fn expect_temperature(&self, dn: &str, want: f64) {
+    pub(crate) async fn expect_temperature(&self, dn: &str, want: f64) {
         for _ in 0..200 {
             if self.temperature(dn).await == Some(json!(want)) {
                 return;
@@ -128,7 +131,7 @@ impl Platform {
         );
     }
 
-    async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -142,13 +145,13 @@ impl Platform {
     }
 }
 
-fn config() -> ServerConfig {
+pub(crate) fn config() -> ServerConfig {
     let mut config = ServerConfig::local_ephemeral();
     config.allow_anonymous = false;
     config
 }
 
-fn property_post(value: f64) -> Vec<u8> {
+pub(crate) fn property_post(value: f64) -> Vec<u8> {
     json!({"id": "1", "version": "1.0", "params": {"temperature": value},
            "method": "thing.event.property.post"})
     .to_string()
@@ -488,7 +491,7 @@ impl CoapClient {
     }
 }
 
-fn coap_auth(pk: &str, dn: &str, secret: &str, seq: Option<u32>) -> Vec<u8> {
+pub(crate) fn coap_auth(pk: &str, dn: &str, secret: &str, seq: Option<u32>) -> Vec<u8> {
     let cid = format!("{pk}&{dn}");
     let seq_text = seq.map(|s| s.to_string());
     let content = lode_edge::lode_coap::alink::sign_content(&cid, dn, pk, seq_text.as_deref());

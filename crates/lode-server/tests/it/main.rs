@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod dtls;
 mod edge;
 mod http;
 mod https;
