@@ -39,9 +39,11 @@
 //! A certificate whose subject names no device is not a device credential; the
 //! connection signs in as if it had none.
 //!
-//! Clients whose username is not a device identity are applications: accepted with
-//! full access only when `allow_applications` is set (the development mode), refused
-//! otherwise.
+//! Clients whose username is not a device identity are applications. An application that
+//! signs in with an AccessKey (`authMode=aksign` in the username, see the `subscriber` module) may
+//! subscribe to the device stream of its account's products and nothing else; any other
+//! application is accepted with full access only when `allow_applications` is set (the
+//! development mode), refused otherwise.
 //!
 //! Online/offline transitions are recorded in the registry (state, time, address,
 //! lifecycle log) by one worker, in order, and published as status messages on
