@@ -61,6 +61,9 @@ class Server:
             "--mqtt-addr", f"{self.host}:{self.mqtt_port}",
             "--ws-addr", f"{self.host}:{self.ws_port}",
             "--http-addr", f"{self.host}:{self.http_port}",
+            # CoAP listeners on free ports: other servers may run beside this one.
+            "--coap-addr", f"{self.host}:0", "--coap-psk-addr", f"{self.host}:0",
+            "--coap-dtls-addr", f"{self.host}:0",
             "--mqtts-addr", f"{self.host}:{self.mqtts_port}",
             "--wss-addr", f"{self.host}:{self.wss_port}",
             "--log", "warn",

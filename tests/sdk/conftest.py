@@ -93,6 +93,9 @@ class Server:
             "--ws-addr", f"{self.host}:{self.ws_port}",
             "--wss-addr", f"{self.host}:{self.wss_port}",
             "--http-addr", f"{self.host}:{self.http_port}",
+            # CoAP listeners on free ports: other servers may run beside this one.
+            "--coap-addr", f"{self.host}:0", "--coap-psk-addr", f"{self.host}:0",
+            "--coap-dtls-addr", f"{self.host}:0",
             "--https-addr", f"{self.host}:{self.https_port}",
             "--tls-cert", str(self.pki["cert"]), "--tls-key", str(self.pki["key"]),
             "--log", os.environ.get("SDK_SUITE_SERVER_LOG", "info"),
