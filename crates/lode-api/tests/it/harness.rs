@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use lode_api::{ApiConfig, ApiState, signing};
-use lode_broker::{AllowAnonymous, AuthHook, Broker, BrokerConfig, ConnInfo};
+use lode_broker::{AllowAnonymous, AuthHook, Broker, BrokerConfig};
 use lode_device::{DeviceAuth, DeviceAuthConfig};
 use lode_mqtt::{
     Connect, ConnectProperties, Packet, ProtocolVersion, QoS, Subscribe, SubscriptionOptions,
@@ -184,25 +184,7 @@ impl Api {
             state = state.with_thing(engine);
         }
 
-        let mqtt = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let mqtt_addr = mqtt.local_addr().expect("addr");
-        let b = broker.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, peer)) = mqtt.accept().await {
-                let b = b.clone();
-                tokio::spawn(async move {
-                    b.serve_connection(
-                        stream,
-                        ConnInfo {
-                            peer,
-                            listener: "tcp",
-                            client_cert: None,
-                        },
-                    )
-                    .await;
-                });
-            }
-        });
+        let mqtt_addr = lode_testkit::serve_tcp(broker.clone()).await;
 
         let app = lode_api::router(state);
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
