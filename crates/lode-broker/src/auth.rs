@@ -46,6 +46,42 @@ pub struct Principal {
     pub greetings: Vec<(String, Bytes)>,
     /// The hook's own data about the client, for its authorization calls.
     pub ext: Option<Arc<dyn Any + Send + Sync>>,
+    /// Identities the connection speaks for besides its own: the sub-devices a gateway
+    /// has logged in. Shared with the hook, which adds and removes them.
+    pub proxied: Option<Arc<Proxied>>,
+}
+
+/// Identity keys (`"pk/dn"`) a connection speaks for besides its own.
+#[derive(Debug, Default)]
+pub struct Proxied(parking_lot::RwLock<std::collections::HashSet<String>>);
+
+impl Proxied {
+    /// Adds `key`; returns whether it was new.
+    pub fn insert(&self, key: String) -> bool {
+        self.0.write().insert(key)
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub fn remove(&self, key: &str) -> bool {
+        self.0.write().remove(key)
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.read().contains(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.read().is_empty()
+    }
+
+    /// Every key, in no particular order.
+    pub fn keys(&self) -> Vec<String> {
+        self.0.read().iter().cloned().collect()
+    }
 }
 
 impl std::fmt::Debug for Principal {
@@ -60,6 +96,13 @@ impl std::fmt::Debug for Principal {
 }
 
 impl Principal {
+    /// Whether the connection speaks for the identity `key` (`"pk/dn"`): its own, or a
+    /// sub-device it logged in.
+    pub fn speaks_for(&self, key: &str) -> bool {
+        self.unique_key.as_deref() == Some(key)
+            || self.proxied.as_ref().is_some_and(|p| p.contains(key))
+    }
+
     /// A principal known only by its name.
     pub fn named(name: impl Into<String>) -> Principal {
         Principal {

@@ -771,7 +771,7 @@ where
         }
 
         let mut taken = None;
-        if let Some(hook) = inner.message_hook.get() {
+        {
             let uplink = Uplink {
                 principal: &self.principal,
                 client_id: &self.session.client_id,
@@ -780,7 +780,7 @@ where
                 payload: &p.payload,
                 qos: p.qos,
             };
-            match hook.on_publish(uplink) {
+            match inner.intercept(uplink) {
                 Intercept::Route => {}
                 Intercept::Take(accepted) => {
                     stats::inc(&inner.stats.publish_taken);

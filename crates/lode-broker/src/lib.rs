@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use auth::{
     AllowAnonymous, AuthHook, BoxFuture, CloseReason, ConnectRequest, DenyAll, DenySubscribe,
-    InvalidTopicFilter, Principal,
+    InvalidTopicFilter, Principal, Proxied,
 };
 pub use config::BrokerConfig;
 pub use intercept::{Intercept, MessageHook, NotAccepted, Tap, TapClient, Tapped, Uplink};
@@ -171,16 +171,18 @@ impl Broker {
         Ok(matched)
     }
 
-    /// Installs the tap that sees a copy of every routed message ([`Tap`]). Only one
-    /// tap can be installed; a second call returns `false`.
-    pub fn set_tap(&self, tap: std::sync::Arc<dyn Tap>) -> bool {
-        self.inner.tap.set(tap).is_ok()
+    /// Adds a tap that sees a copy of every routed message ([`Tap`]).
+    pub fn add_tap(&self, tap: std::sync::Arc<dyn Tap>) {
+        let mut taps = self.inner.taps.write();
+        *taps = taps.iter().cloned().chain([tap]).collect();
     }
 
-    /// Installs the hook that may take client publishes for the platform
-    /// ([`MessageHook`]). Only one hook can be installed; a second call returns `false`.
-    pub fn set_message_hook(&self, hook: std::sync::Arc<dyn MessageHook>) -> bool {
-        self.inner.message_hook.set(hook).is_ok()
+    /// Adds a hook that may take client publishes for the platform ([`MessageHook`]).
+    /// Hooks are asked in the order they were added; the first that does not answer
+    /// [`Intercept::Route`] decides, and the later ones do not see the message.
+    pub fn add_message_hook(&self, hook: std::sync::Arc<dyn MessageHook>) {
+        let mut hooks = self.inner.message_hooks.write();
+        *hooks = hooks.iter().cloned().chain([hook]).collect();
     }
 
     /// Publishes for a signed-in client of another transport (CoAP, HTTP) exactly as if
@@ -211,7 +213,7 @@ impl Broker {
         stats::inc(&inner.stats.publish_received);
         let qos = qos.min(inner.config.maximum_qos);
         let mut accepted = None;
-        if let Some(hook) = inner.message_hook.get() {
+        {
             let uplink = Uplink {
                 principal,
                 client_id,
@@ -220,7 +222,7 @@ impl Broker {
                 payload: &payload,
                 qos,
             };
-            match hook.on_publish(uplink) {
+            match inner.intercept(uplink) {
                 Intercept::Route => {}
                 Intercept::Take(fut) => {
                     stats::inc(&inner.stats.publish_taken);
@@ -265,6 +267,20 @@ impl Broker {
     /// ([`Principal::unique_key`]) with `reason`. Returns whether one was connected.
     pub fn disconnect_identity(&self, key: &str, reason: lode_mqtt::ReasonCode) -> bool {
         self.inner.kick_unique(key, reason)
+    }
+
+    /// Adds server-side subscriptions to the session of the connected identity `key`,
+    /// as those of [`Principal::auto_subscriptions`] (no local, no retained messages):
+    /// a gateway receives the downlinks of the sub-devices it logged in. Returns whether
+    /// the identity is connected.
+    pub fn subscribe_identity(&self, key: &str, subs: &[(String, lode_mqtt::QoS)]) -> bool {
+        self.inner.subscribe_identity(key, subs)
+    }
+
+    /// Removes subscriptions of the connected identity `key`. Returns whether it is
+    /// connected.
+    pub fn unsubscribe_identity(&self, key: &str, filters: &[String]) -> bool {
+        self.inner.unsubscribe_identity(key, filters)
     }
 
     /// Ends the connection of `client_id` with `reason`. Returns whether one was connected.

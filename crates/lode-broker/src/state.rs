@@ -36,8 +36,10 @@ pub(crate) type Commit = Pin<Box<dyn Future<Output = Result<(), StoreError>> + S
 pub(crate) struct Inner {
     pub(crate) config: BrokerConfig,
     pub(crate) auth: Arc<dyn AuthHook>,
-    pub(crate) message_hook: std::sync::OnceLock<Arc<dyn crate::MessageHook>>,
-    pub(crate) tap: std::sync::OnceLock<Arc<dyn crate::Tap>>,
+    /// Consulted in the order they were added ([`crate::Broker::add_message_hook`]).
+    pub(crate) message_hooks: RwLock<Arc<[Arc<dyn crate::MessageHook>]>>,
+    /// Each sees every routed message ([`crate::Broker::add_tap`]).
+    pub(crate) taps: RwLock<Arc<[Arc<dyn crate::Tap>]>>,
     pub(crate) stats: Stats,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tracker: TaskTracker,
@@ -71,8 +73,8 @@ impl Inner {
         let inner = Arc::new(Inner {
             config,
             auth,
-            message_hook: std::sync::OnceLock::new(),
-            tap: std::sync::OnceLock::new(),
+            message_hooks: RwLock::new(Arc::from(Vec::new())),
+            taps: RwLock::new(Arc::from(Vec::new())),
             stats: Stats::default(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -425,6 +427,35 @@ impl Inner {
         }
     }
 
+    /// The attached session of the unique identity `key`.
+    fn identity_session(&self, key: &str) -> Option<Arc<Session>> {
+        let holder = self.unique.lock().get(key).cloned()?;
+        self.sessions.lock().get(&holder).cloned()
+    }
+
+    /// Server-side subscriptions added to a connected identity's session.
+    pub(crate) fn subscribe_identity(&self, key: &str, subs: &[(String, QoS)]) -> bool {
+        let Some(session) = self.identity_session(key) else {
+            return false;
+        };
+        self.auto_subscribe(&session, subs);
+        true
+    }
+
+    /// Removes subscriptions from a connected identity's session.
+    pub(crate) fn unsubscribe_identity(&self, key: &str, filters: &[String]) -> bool {
+        let Some(session) = self.identity_session(key) else {
+            return false;
+        };
+        for filter in filters {
+            let removed = session.state.lock().subscriptions.remove(filter).is_some();
+            if removed {
+                self.unsubscribe(&session, filter);
+            }
+        }
+        true
+    }
+
     /// Tells every attached connection to close with `reason` (server shutdown).
     /// Connections wake through their session, so they need no shutdown future of their own.
     pub(crate) fn kick_all(&self, reason: ReasonCode) {
@@ -646,7 +677,8 @@ impl Inner {
 
     /// Hands a routed message to the tap, if one is installed.
     pub(crate) fn tap(&self, msg: &Message, topic: &str, client: Option<crate::TapClient<'_>>) {
-        if let Some(tap) = self.tap.get() {
+        let taps = self.taps.read().clone();
+        for tap in taps.iter() {
             tap.on_message(crate::Tapped {
                 topic,
                 payload: &msg.payload,
@@ -655,6 +687,19 @@ impl Inner {
                 client,
             });
         }
+    }
+
+    /// Asks the message hooks in order; the first that does not answer
+    /// [`crate::Intercept::Route`] decides.
+    pub(crate) fn intercept(&self, uplink: crate::Uplink<'_>) -> crate::Intercept {
+        let hooks = self.message_hooks.read().clone();
+        for hook in hooks.iter() {
+            match hook.on_publish(uplink) {
+                crate::Intercept::Route => {}
+                decided => return decided,
+            }
+        }
+        crate::Intercept::Route
     }
 
     /// Ends offline sessions whose expiry interval has passed.

@@ -144,7 +144,18 @@ pub struct DeviceAuth {
     serial: AtomicU64,
     /// Devices online without a connection (HTTP, CoAP), until their deadline.
     transient: Arc<transient::Presence>,
+    /// Told of every status change, once it is recorded.
+    listeners: Listeners,
 }
+
+/// Told when a device comes online or goes offline ([`DeviceAuth::add_status_listener`]).
+pub trait StatusListener: Send + Sync + 'static {
+    /// Called in the order of the changes, after the registry recorded the new state and
+    /// the status message was published. Must return at once (hand the work to a task).
+    fn on_status(&self, product_key: &str, device_name: &str, online: bool);
+}
+
+type Listeners = Arc<parking_lot::RwLock<Vec<Arc<dyn StatusListener>>>>;
 
 impl std::fmt::Debug for DeviceAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,8 +171,14 @@ impl DeviceAuth {
         let (tx, rx) = mpsc::unbounded_channel();
         let broker = Arc::new(OnceLock::new());
         let transient = Arc::new(transient::Presence::default());
+        let listeners = Listeners::default();
         tokio::spawn(transient::sweep(Arc::downgrade(&transient), tx.downgrade()));
-        tokio::spawn(record_lifecycle(registry.clone(), broker.clone(), rx));
+        tokio::spawn(record_lifecycle(
+            registry.clone(),
+            broker.clone(),
+            listeners.clone(),
+            rx,
+        ));
         Arc::new(DeviceAuth {
             registry,
             config,
@@ -172,7 +189,13 @@ impl DeviceAuth {
             online: Mutex::new(HashMap::new()),
             serial: AtomicU64::new(0),
             transient,
+            listeners,
         })
+    }
+
+    /// Adds a listener told of every device status change ([`StatusListener`]).
+    pub fn add_status_listener(&self, listener: Arc<dyn StatusListener>) {
+        self.listeners.write().push(listener);
     }
 
     /// Gives the hook the broker it serves, for status messages.
@@ -409,6 +432,7 @@ impl DeviceAuth {
                 serial: self.serial.fetch_add(1, Ordering::Relaxed),
                 ext_rrpc,
             })),
+            proxied: None,
         })
     }
 
@@ -515,6 +539,7 @@ impl DeviceAuth {
             auto_subscriptions: Vec::new(),
             greetings: vec![greeting],
             ext: Some(Arc::new(Client::Registration)),
+            proxied: None,
         })
     }
 }
@@ -598,6 +623,7 @@ impl AuthHook for DeviceAuth {
 async fn record_lifecycle(
     registry: Arc<dyn RegistryStore>,
     broker: Arc<OnceLock<WeakBroker>>,
+    listeners: Listeners,
     mut rx: mpsc::UnboundedReceiver<Lifecycle>,
 ) {
     while let Some(event) = rx.recv().await {
@@ -638,6 +664,10 @@ async fn record_lifecycle(
             {
                 tracing::warn!(%error, "device status message not published");
             }
+        }
+        let listeners = listeners.read().clone();
+        for listener in listeners {
+            listener.on_status(&id.product_key, &id.device_name, event.online);
         }
     }
 }

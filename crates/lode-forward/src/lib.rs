@@ -198,7 +198,7 @@ impl Forwarder {
         }
         *fw.inner.rules.write() = Arc::new(live);
         fw.inner.resume();
-        broker.set_tap(Arc::new(BrokerTap(Arc::downgrade(&fw.inner))));
+        broker.add_tap(Arc::new(BrokerTap(Arc::downgrade(&fw.inner))));
         Ok(fw)
     }
 

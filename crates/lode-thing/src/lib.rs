@@ -390,7 +390,7 @@ impl ThingEngine {
     pub fn attach(&self, broker: Broker, presence: Arc<dyn Presence>) {
         let _ = self.inner.presence.set(presence);
         if self.inner.broker.set(broker.downgrade()).is_ok() {
-            broker.set_message_hook(Arc::new(Hook(self.inner.clone())));
+            broker.add_message_hook(Arc::new(Hook(self.inner.clone())));
         }
     }
 
@@ -1600,13 +1600,10 @@ impl MessageHook for Hook {
         let Some(c) = topic::classify(uplink.topic) else {
             return Intercept::Route;
         };
-        // Only the device itself speaks for its topics.
+        // Only the device itself, or the gateway it logged in through, speaks for its topics.
         let own = uplink
             .principal
-            .unique_key
-            .as_deref()
-            .and_then(|k| k.split_once('/'))
-            == Some((c.product_key, c.device_name));
+            .speaks_for(&lode_alink::identity_key(c.product_key, c.device_name));
         if !own {
             return Intercept::Route;
         }

@@ -36,6 +36,7 @@ impl AuthHook for DeviceHook {
                 auto_subscriptions: vec![(format!("down/{name}/+"), QoS::AtLeastOnce)],
                 greetings: vec![(format!("hello/{name}"), Bytes::from_static(b"hi"))],
                 ext: None,
+                proxied: None,
             })
         })
     }
