@@ -693,6 +693,26 @@ macro_rules! registry_backend {
                 self
             }
 
+            fn groups(&self) -> &dyn crate::GroupStore {
+                self
+            }
+
+            fn shadows(&self) -> &dyn crate::ShadowStore {
+                self
+            }
+
+            fn ota(&self) -> &dyn crate::OtaStore {
+                self
+            }
+
+            fn configs(&self) -> &dyn crate::ConfigStore {
+                self
+            }
+
+            fn topology(&self) -> &dyn crate::TopologyStore {
+                self
+            }
+
             fn limits(&self) -> RegistryLimits {
                 self.limits
             }

@@ -76,6 +76,24 @@ pub enum RegistryError {
     DestinationAlreadyExists(String),
     #[error("account {account_id} already has the maximum of {limit} rules")]
     RulesPerAccountExceeded { account_id: String, limit: u64 },
+    #[error("device group {0} not found")]
+    GroupNotFound(String),
+    #[error("a device group named {0:?} already exists")]
+    GroupAlreadyExists(String),
+    #[error("device group {0} still has subgroups")]
+    GroupHasSubgroups(String),
+    #[error("a subgroup of {parent_id} would be deeper than {limit} levels")]
+    GroupDepthExceeded { parent_id: String, limit: u64 },
+    #[error("account {account_id} already has the maximum of {limit} device groups")]
+    GroupsPerAccountExceeded { account_id: String, limit: u64 },
+    #[error("device group {group_id} already has the maximum of {limit} devices")]
+    DevicesPerGroupExceeded { group_id: String, limit: u64 },
+    #[error("device {device} already belongs to the maximum of {limit} groups")]
+    GroupsPerDeviceExceeded { device: String, limit: u64 },
+    #[error("gateway {gateway} would exceed its limit of {limit} sub-devices")]
+    SubDevicesPerGatewayExceeded { gateway: String, limit: u64 },
+    #[error("sub-device {device} already belongs to gateway {gateway}")]
+    SubDeviceHasGateway { device: String, gateway: String },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("schema migration {version} failed: {source}")]
@@ -122,6 +140,15 @@ impl RegistryError {
             DestinationNotFound(_) => "DestinationNotFound",
             DestinationAlreadyExists(_) => "DestinationAlreadyExists",
             RulesPerAccountExceeded { .. } => "QuotaExceeded.RulesPerAccount",
+            GroupNotFound(_) => "GroupNotFound",
+            GroupAlreadyExists(_) => "GroupAlreadyExists",
+            GroupHasSubgroups(_) => "GroupHasSubgroups",
+            GroupDepthExceeded { .. } => "QuotaExceeded.GroupDepth",
+            GroupsPerAccountExceeded { .. } => "QuotaExceeded.GroupsPerAccount",
+            DevicesPerGroupExceeded { .. } => "QuotaExceeded.DevicesPerGroup",
+            GroupsPerDeviceExceeded { .. } => "QuotaExceeded.GroupsPerDevice",
+            SubDevicesPerGatewayExceeded { .. } => "QuotaExceeded.SubDevicesPerGateway",
+            SubDeviceHasGateway { .. } => "SubDeviceHasGateway",
             Corrupt(_) | Migration { .. } | Backend(_) => "Backend",
         }
     }

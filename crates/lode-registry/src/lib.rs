@@ -23,17 +23,26 @@ use std::pin::Pin;
 use chrono::{DateTime, Utc};
 
 mod backend;
+mod devconfig;
 mod error;
+mod groups;
 pub mod ids;
 mod limits;
 mod model;
+mod ota;
 mod postgres;
 mod rules;
+mod shadow;
 mod sqlite;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+mod topology;
 
+pub use devconfig::{ConfigStore, ConfigVersion};
 pub use error::{RegistryError, Result};
+pub use groups::{
+    DeviceGroup, DeviceKeyRef, GroupListing, GroupStore, GroupUpdate, MembershipItem, NewGroup,
+};
 pub use limits::RegistryLimits;
 pub use model::{
     AccessKey, Account, AuthType, BatchItem, DEFAULT_TOPIC_CATEGORIES, DataFormat, Device,
@@ -41,10 +50,15 @@ pub use model::{
     NewTopicCategory, NodeType, Page, PageRequest, Product, ProductDocument, ProductUpdate, Tags,
     TopicCategory, TopicPermission,
 };
+pub use ota::{
+    FirmwareRecord, JobDeviceRecord, ModuleVersion, NewFirmware, NewOtaJob, OtaJobRecord, OtaStore,
+};
 pub use postgres::PgRegistry;
 pub use rules::{DestinationRecord, NewDestination, NewRule, RuleRecord, RuleStore};
+pub use shadow::{ShadowRecord, ShadowStore, ShadowWrite};
 pub use sqlite::SqliteRegistry;
 pub use sqlx::postgres::PgConnectOptions;
+pub use topology::{SUB_DEVICES_PER_GATEWAY, TopologyLink, TopologyStore};
 
 /// A boxed future, so that [`RegistryStore`] stays object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -292,4 +306,19 @@ pub trait RegistryStore: Send + Sync + 'static {
     // --- rules engine
     /// Rules and forwarding destinations, in the same database.
     fn rules(&self) -> &dyn RuleStore;
+
+    /// Storage of device groups (with subgroups) and tags on products, devices and groups.
+    fn groups(&self) -> &dyn GroupStore;
+
+    /// Storage of device shadows: one JSON document and version per device.
+    fn shadows(&self) -> &dyn ShadowStore;
+
+    /// Storage of OTA: firmware packages, upgrade jobs and per-device upgrade state, reported module versions.
+    fn ota(&self) -> &dyn OtaStore;
+
+    /// Storage of remote configuration: versioned JSON configuration files of products.
+    fn configs(&self) -> &dyn ConfigStore;
+
+    /// Storage of gateways and sub-devices: the topology of each gateway.
+    fn topology(&self) -> &dyn TopologyStore;
 }

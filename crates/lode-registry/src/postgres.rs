@@ -6,7 +6,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::backend::{Migration, registry_backend, run_migrations};
 
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 8] = [
     Migration {
         version: 1,
         name: "init",
@@ -21,6 +21,31 @@ const MIGRATIONS: [Migration; 3] = [
         version: 3,
         name: "rules",
         sql: include_str!("../migrations/postgres/0003_rules.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "groups",
+        sql: include_str!("../migrations/postgres/0004_groups.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "shadow",
+        sql: include_str!("../migrations/postgres/0005_shadow.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "ota",
+        sql: include_str!("../migrations/postgres/0006_ota.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "devconfig",
+        sql: include_str!("../migrations/postgres/0007_devconfig.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "topology",
+        sql: include_str!("../migrations/postgres/0008_topology.sql"),
     },
 ];
 
@@ -69,3 +94,8 @@ impl PgRegistry {
 
 registry_backend!(PgRegistry, sqlx::Postgres, "postgres");
 crate::rules::rules_backend!(PgRegistry, sqlx::Postgres);
+crate::groups::groups_backend!(PgRegistry, sqlx::Postgres);
+crate::shadow::shadow_backend!(PgRegistry, sqlx::Postgres);
+crate::ota::ota_backend!(PgRegistry, sqlx::Postgres);
+crate::devconfig::devconfig_backend!(PgRegistry, sqlx::Postgres);
+crate::topology::topology_backend!(PgRegistry, sqlx::Postgres);

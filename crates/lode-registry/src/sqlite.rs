@@ -10,7 +10,7 @@ use sqlx::sqlite::{
 
 use crate::backend::{Migration, registry_backend, run_migrations};
 
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 8] = [
     Migration {
         version: 1,
         name: "init",
@@ -25,6 +25,31 @@ const MIGRATIONS: [Migration; 3] = [
         version: 3,
         name: "rules",
         sql: include_str!("../migrations/sqlite/0003_rules.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "groups",
+        sql: include_str!("../migrations/sqlite/0004_groups.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "shadow",
+        sql: include_str!("../migrations/sqlite/0005_shadow.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "ota",
+        sql: include_str!("../migrations/sqlite/0006_ota.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "devconfig",
+        sql: include_str!("../migrations/sqlite/0007_devconfig.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "topology",
+        sql: include_str!("../migrations/sqlite/0008_topology.sql"),
     },
 ];
 
@@ -77,3 +102,8 @@ impl SqliteRegistry {
 
 registry_backend!(SqliteRegistry, sqlx::Sqlite, "sqlite");
 crate::rules::rules_backend!(SqliteRegistry, sqlx::Sqlite);
+crate::groups::groups_backend!(SqliteRegistry, sqlx::Sqlite);
+crate::shadow::shadow_backend!(SqliteRegistry, sqlx::Sqlite);
+crate::ota::ota_backend!(SqliteRegistry, sqlx::Sqlite);
+crate::devconfig::devconfig_backend!(SqliteRegistry, sqlx::Sqlite);
+crate::topology::topology_backend!(SqliteRegistry, sqlx::Sqlite);

@@ -29,6 +29,17 @@ use crate::{
     TopicPermission,
 };
 
+mod groups;
+pub use groups::groups_and_tags;
+mod shadow;
+pub use shadow::shadows;
+mod ota;
+pub use ota::ota_firmware_and_jobs;
+mod devconfig;
+pub use devconfig::remote_configs;
+mod topology;
+pub use topology::gateway_topology;
+
 /// Opens a backend under test.
 pub trait Harness: Send + 'static {
     /// Opens an empty store enforcing `limits`, or `None` when the backend is
@@ -66,6 +77,11 @@ macro_rules! registry_conformance_tests {
             imported_access_key,
             product_documents_draft_and_publish,
             rules_and_destinations,
+            groups_and_tags,
+            shadows,
+            ota_firmware_and_jobs,
+            remote_configs,
+            gateway_topology,
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -88,6 +104,11 @@ pub fn small_limits() -> RegistryLimits {
         topic_categories_per_product: 5,
         batch_register_max: 10_000,
         page_size_max: 200,
+        groups_per_account: 5,
+        group_depth: 3,
+        devices_per_group: 4,
+        groups_per_device: 3,
+        group_batch_max: 10,
     }
 }
 
