@@ -4,7 +4,9 @@
 //! the broker route the message as usual, or takes it: then the message reaches no
 //! subscriber, and the client's acknowledgement (PUBACK, PUBREC) waits until the
 //! hook's future says the platform has accepted it. It may also let the broker route
-//! the message as usual besides. A QoS 0 message that was taken
+//! the message as usual besides. Several hooks may be installed: each sees every
+//! message, so a hook answers [`Intercept::Route`] for what is not its business; the
+//! acknowledgement waits for all of them. A QoS 0 message that was taken
 //! holds the connection's reading the same way, so a device cannot outrun the
 //! platform's handling of its messages.
 

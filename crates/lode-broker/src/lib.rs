@@ -171,6 +171,12 @@ impl Broker {
         Ok(matched)
     }
 
+    /// How many subscribers a message on `topic` would reach now (a session once, a
+    /// shared group once), without publishing it.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.inner.subscriber_count(topic)
+    }
+
     /// Adds a tap that sees a copy of every routed message ([`Tap`]).
     pub fn add_tap(&self, tap: std::sync::Arc<dyn Tap>) {
         let mut taps = self.inner.taps.write();
@@ -178,8 +184,9 @@ impl Broker {
     }
 
     /// Adds a hook that may take client publishes for the platform ([`MessageHook`]).
-    /// Hooks are asked in the order they were added; the first that does not answer
-    /// [`Intercept::Route`] decides, and the later ones do not see the message.
+    /// Every hook sees every authorized publish, in the order they were added; the
+    /// message is routed unless one of them answers [`Intercept::Take`], and the client's
+    /// acknowledgement waits for the futures of all that took part.
     pub fn add_message_hook(&self, hook: std::sync::Arc<dyn MessageHook>) {
         let mut hooks = self.inner.message_hooks.write();
         *hooks = hooks.iter().cloned().chain([hook]).collect();

@@ -529,6 +529,11 @@ impl Inner {
         removed
     }
 
+    /// Subscribers a message on `topic` would reach ([`crate::Broker::subscriber_count`]).
+    pub(crate) fn subscriber_count(&self, topic: &str) -> usize {
+        self.trie.read().count_matches(topic)
+    }
+
     /// Delivers `msg` to every matching session. Durable enqueues are appended to
     /// `ops`. Returns how many sessions it reached and, if one of them is an online
     /// session whose backlog is over its limit, that session: the publisher must
@@ -689,17 +694,43 @@ impl Inner {
         }
     }
 
-    /// Asks the message hooks in order; the first that does not answer
-    /// [`crate::Intercept::Route`] decides.
+    /// Asks every message hook, in the order they were added. The message is routed
+    /// unless one of them took it ([`crate::Intercept::Take`]); the acknowledgement waits
+    /// for every hook's future, in that order.
     pub(crate) fn intercept(&self, uplink: crate::Uplink<'_>) -> crate::Intercept {
+        use crate::Intercept;
         let hooks = self.message_hooks.read().clone();
+        let mut route = true;
+        let mut waits = Vec::new();
         for hook in hooks.iter() {
             match hook.on_publish(uplink) {
-                crate::Intercept::Route => {}
-                decided => return decided,
+                Intercept::Route => {}
+                Intercept::Take(f) => {
+                    route = false;
+                    waits.push(f);
+                }
+                Intercept::TakeAndRoute(f) => waits.push(f),
             }
         }
-        crate::Intercept::Route
+        if waits.is_empty() {
+            return Intercept::Route;
+        }
+        let accepted: crate::BoxFuture<'static, Result<(), crate::NotAccepted>> =
+            if waits.len() == 1 {
+                waits.remove(0)
+            } else {
+                Box::pin(async move {
+                    for f in waits {
+                        f.await?;
+                    }
+                    Ok(())
+                })
+            };
+        if route {
+            Intercept::TakeAndRoute(accepted)
+        } else {
+            Intercept::Take(accepted)
+        }
     }
 
     /// Ends offline sessions whose expiry interval has passed.

@@ -101,6 +101,28 @@ impl Trie {
         self.n_subscriptions
     }
 
+    /// How many deliveries a message on `topic` would make: sessions with a matching
+    /// subscription, each counted once, plus one per matching shared group.
+    pub(crate) fn count_matches(&self, topic: &str) -> usize {
+        let mut hits: Vec<&SubEntry> = Vec::new();
+        let mut groups: Vec<&SharedGroup> = Vec::new();
+        let levels: Vec<&str> = topic.split('/').collect();
+        collect(
+            &self.root,
+            &levels,
+            topic.starts_with('$'),
+            &mut hits,
+            &mut groups,
+        );
+        let mut sessions: Vec<&Arc<Session>> = Vec::with_capacity(hits.len());
+        for entry in hits {
+            if !sessions.iter().any(|s| Arc::ptr_eq(s, &entry.session)) {
+                sessions.push(&entry.session);
+            }
+        }
+        sessions.len() + groups.len()
+    }
+
     /// Every subscriber whose filter matches `topic`, one entry per session, with the
     /// highest QoS and all subscription identifiers of its overlapping subscriptions.
     pub(crate) fn matches(&self, topic: &str) -> Vec<Target> {

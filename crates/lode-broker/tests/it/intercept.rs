@@ -328,3 +328,76 @@ async fn the_tap_sees_routed_messages_but_not_taken_ones() {
     );
     b.stop().await;
 }
+
+/// Holds the acknowledgement of every message until released, and routes it.
+#[derive(Default)]
+struct Holder {
+    releases: Mutex<Vec<oneshot::Sender<Result<(), NotAccepted>>>>,
+}
+
+impl MessageHook for Holder {
+    fn on_publish(&self, _uplink: Uplink<'_>) -> Intercept {
+        let (tx, rx) = oneshot::channel();
+        self.releases.lock().push(tx);
+        Intercept::TakeAndRoute(Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(NotAccepted("dropped".into())))
+        }))
+    }
+}
+
+#[tokio::test]
+async fn every_hook_sees_the_message_and_the_ack_waits_for_all() {
+    let b = TestBroker::start().await;
+    let holder = Arc::new(Holder::default());
+    let taker = Arc::new(Taker::default());
+    b.broker.add_message_hook(holder.clone());
+    b.broker.add_message_hook(taker.clone());
+    let mut sub = Client::connect(b.addr, V5, "sub").await;
+    sub.subscribe(1, "#", QoS::AtLeastOnce).await;
+    let mut dev = Client::connect(b.addr, V5, "dev").await;
+    dev.send(Packet::Publish(publish(
+        "platform/x",
+        b"1",
+        QoS::AtLeastOnce,
+        Some(1),
+    )))
+    .await;
+    wait_taken(&taker, 1).await;
+    assert_eq!(holder.releases.lock().len(), 1, "the first hook saw it too");
+    // The second hook accepts; the first still holds the acknowledgement.
+    let release = taker.releases.lock().pop().expect("taken");
+    let _ = release.send(Ok(()));
+    dev.expect_nothing().await;
+    let hold = holder.releases.lock().pop().expect("held");
+    let _ = hold.send(Ok(()));
+    match dev.recv().await {
+        Packet::PubAck(ack) => assert_eq!(ack.packet_id, 1),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    // Taken by one hook: routed to nobody, although the other would route it.
+    sub.expect_nothing().await;
+    // A topic no hook takes is routed, its acknowledgement held by the first hook.
+    dev.send(Packet::Publish(publish(
+        "other",
+        b"2",
+        QoS::AtLeastOnce,
+        Some(2),
+    )))
+    .await;
+    for _ in 0..200 {
+        if !holder.releases.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hold = holder.releases.lock().pop().expect("held");
+    let _ = hold.send(Ok(()));
+    match dev.recv().await {
+        Packet::PubAck(ack) => assert_eq!(ack.packet_id, 2),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let p = sub.recv_publish().await;
+    assert_eq!(&p.topic[..], b"other");
+    b.stop().await;
+}

@@ -6,3 +6,4 @@ mod hooks;
 mod intercept;
 mod persistence;
 mod protocol;
+mod subscribers;
