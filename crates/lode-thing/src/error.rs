@@ -29,6 +29,10 @@ pub enum ThingError {
     UnknownService(String),
     #[error("invalid parameters: {}", describe(.0))]
     InvalidParams(Vec<(String, ValueError)>),
+    #[error("invalid topic {0}")]
+    InvalidTopic(String),
+    #[error("the device is online but not subscribed to {0}")]
+    NotSubscribed(String),
     #[error("the device did not answer within {0:?}")]
     Timeout(Duration),
     #[error("timeout {0:?} is outside 1 s..=60 s")]
@@ -68,6 +72,8 @@ impl ThingError {
             ThingError::UnknownService(_) => "ServiceNotFound",
             ThingError::InvalidParams(_) => "InvalidParameter",
             ThingError::Timeout(_) => "Timeout",
+            ThingError::InvalidTopic(_) => "InvalidParameter",
+            ThingError::NotSubscribed(_) => "DeviceNotSubscribed",
             ThingError::InvalidTimeout(_) => "InvalidParameter",
             ThingError::Script(_) => "ScriptError",
             ThingError::ScriptOutput(_) => "ScriptError",

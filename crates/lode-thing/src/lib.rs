@@ -32,6 +32,12 @@
 //! `rrpc/response/${id}` otherwise, up to a timeout; a reply after the timeout is logged
 //! and leaves the call timed out. Products with the custom data format get their
 //! downlinks through the script's `protocolToRawData` on `thing/model/down_raw`.
+//!
+//! [`ThingEngine::rrpc`] is a raw RRPC call: opaque bytes to a device on
+//! `rrpc/request/${id}` or a custom topic `/ext/rrpc/${id}/${pk}/${dn}/user/...`, waiting
+//! for the answer on `rrpc/response/${id}` or the same custom topic. The same hook
+//! matches every RRPC answer, raw or Alink, and consumes it: answers are never routed
+//! (a device subscribed to its RRPC topic would hear, and answer, its own answer).
 
 pub mod alink;
 mod error;
@@ -66,10 +72,11 @@ use topic::UplinkKind;
 /// Told of validated uplink data (property values and events, with their thing-model
 /// identifiers) after the batch holding it is durable.
 ///
-/// Called on a shard worker: it must return at once (queue the records and count
-/// what does not fit).
+/// Called on a shard worker: it must return at once (queue the records). The batch's
+/// acknowledgements wait for the returned future, so a listener that hands the records
+/// on durably (the rules engine's buffers) loses nothing in a crash.
 pub trait RecordListener: Send + Sync + 'static {
-    fn on_records(&self, records: &[Record]);
+    fn on_records(&self, records: &[Record]) -> lode_broker::BoxFuture<'static, ()>;
 }
 
 /// Settings of the thing-model runtime.
@@ -222,6 +229,8 @@ struct Inner {
     shards: Vec<mpsc::UnboundedSender<Job>>,
     /// Sync calls waiting for their answer, by `"pk/dn"` and request id.
     waiters: Mutex<HashMap<(String, String), oneshot::Sender<DeviceReply>>>,
+    /// Raw RRPC calls waiting for their answer, by `"pk/dn"` and RRPC id.
+    raw_waiters: Mutex<HashMap<(String, String), oneshot::Sender<Bytes>>>,
     next_id: AtomicU64,
     stats: ThingStats,
     stop: CancellationToken,
@@ -247,7 +256,11 @@ enum Kind {
     PropertySetReply,
     ServiceReply,
     ExtRrpcReply,
-    RrpcResponse,
+    /// `rrpc/response/${id}`: a raw RRPC answer when a raw call waits for `id`, else an
+    /// Alink sync-service answer.
+    RrpcResponse(String),
+    /// A custom-topic RRPC answer for request `id`.
+    CustomRrpcReply(String),
     UpRaw,
     DownRawReply,
     DesiredGet,
@@ -268,7 +281,8 @@ impl From<UplinkKind<'_>> for Kind {
             UplinkKind::ServiceReply(_) => Kind::ServiceReply,
             UplinkKind::ExtRrpcReply { .. } => Kind::ExtRrpcReply,
             UplinkKind::ExtRrpcRawReply { .. } => Kind::DownRawReply,
-            UplinkKind::RrpcResponse(_) => Kind::RrpcResponse,
+            UplinkKind::RrpcResponse(id) => Kind::RrpcResponse(id.to_owned()),
+            UplinkKind::CustomRrpcReply { rrpc_id } => Kind::CustomRrpcReply(rrpc_id.to_owned()),
             UplinkKind::UpRaw => Kind::UpRaw,
             UplinkKind::DownRawReply => Kind::DownRawReply,
             UplinkKind::DesiredGet => Kind::DesiredGet,
@@ -366,6 +380,7 @@ impl ThingEngine {
             models: RwLock::new(HashMap::new()),
             shards,
             waiters: Mutex::new(HashMap::new()),
+            raw_waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(now_ms().max(0) as u64 * 1000),
             stats: ThingStats::default(),
             stop: CancellationToken::new(),
@@ -734,6 +749,106 @@ impl ThingEngine {
         }
     }
 
+    /// Sends `payload` to a device as an RRPC request and waits for its answer (up to
+    /// `timeout`, default the sync-call timeout, 1 s to 60 s). Without `topic_suffix` the
+    /// request goes to `/sys/${pk}/${dn}/rrpc/request/${id}` and the answer comes on
+    /// `.../rrpc/response/${id}`; with a suffix `user/...` it goes to
+    /// `/ext/rrpc/${id}/${pk}/${dn}/user/...` and the answer comes on the same topic.
+    /// Payloads are opaque bytes both ways; answers are consumed, never routed.
+    pub async fn rrpc(
+        &self,
+        product_key: &str,
+        device_name: &str,
+        topic_suffix: Option<&str>,
+        payload: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Bytes, ThingError> {
+        let inner = &self.inner;
+        let timeout = timeout.unwrap_or(inner.config.sync_call_timeout);
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&timeout) {
+            return Err(ThingError::InvalidTimeout(timeout));
+        }
+        if let Some(suffix) = topic_suffix {
+            let valid = suffix.strip_prefix("user/").is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest
+                        .split('/')
+                        .all(|l| !l.is_empty() && !l.contains(['+', '#', '\0']))
+            });
+            if !valid {
+                return Err(ThingError::InvalidTopic(format!(
+                    "{suffix:?}: a custom RRPC topic is user/<level>[/<level>...]"
+                )));
+            }
+        }
+        let device = DeviceKey::new(product_key, device_name);
+        if inner
+            .registry
+            .get_device(product_key, device_name)
+            .await?
+            .is_none()
+        {
+            return Err(ThingError::DeviceNotFound(device_ref(&device)));
+        }
+        if inner
+            .presence
+            .get()
+            .and_then(|p| p.session(product_key, device_name))
+            .is_none()
+        {
+            return Err(ThingError::DeviceOffline(device_ref(&device)));
+        }
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed).to_string();
+        let topic = match topic_suffix {
+            None => format!("/sys/{product_key}/{device_name}/rrpc/request/{id}"),
+            Some(suffix) => format!("/ext/rrpc/{id}/{product_key}/{device_name}/{suffix}"),
+        };
+        let key = (device_ref(&device), id.clone());
+        let (tx, rx) = oneshot::channel();
+        inner.raw_waiters.lock().insert(key.clone(), tx);
+        let broker = match inner.broker.get().and_then(WeakBroker::upgrade) {
+            Some(b) => b,
+            None => {
+                inner.raw_waiters.lock().remove(&key);
+                return Err(ThingError::ShuttingDown);
+            }
+        };
+        let mut entry =
+            inner.log_entry(&device, Direction::Down, &topic, &payload, 200, None, None);
+        let sent = broker
+            .publish(&topic, payload, QoS::AtMostOnce, false)
+            .await
+            .map_err(|e| ThingError::Publish(e.to_string()))
+            .and_then(|reached| {
+                if reached == 0 {
+                    Err(ThingError::NotSubscribed(topic.clone()))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = &sent {
+            entry.code = code::DEVICE_NOT_FOUND as i64;
+            entry.step = Some("deliver".into());
+            entry.message = Some(e.to_string());
+        }
+        if let Err(error) = inner.store.append_log(vec![entry]).await {
+            tracing::warn!(%error, "device log entry not stored");
+        }
+        if let Err(e) = sent {
+            inner.raw_waiters.lock().remove(&key);
+            return Err(e);
+        }
+        inner.stats.calls.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(ThingError::ShuttingDown),
+            Err(_) => {
+                inner.raw_waiters.lock().remove(&key);
+                Err(ThingError::Timeout(timeout))
+            }
+        }
+    }
+
     /// Sets desired values of properties (read-write properties of the published model).
     /// `versions` optionally gives the expected current version per property. Returns
     /// the new version of each.
@@ -914,11 +1029,43 @@ impl Inner {
             done,
         } = job;
         batch.done.push(done);
+        // A raw RRPC answer goes to the call waiting for its id; on the legacy topic an
+        // answer nobody waits for raw is an Alink sync-service answer (below).
+        if let Kind::RrpcResponse(id) | Kind::CustomRrpcReply(id) = &kind {
+            let waiter = self
+                .raw_waiters
+                .lock()
+                .remove(&(device_ref(&device), id.clone()));
+            let outcome = match waiter {
+                Some(tx) => {
+                    let _ = tx.send(payload.clone());
+                    Some((200, None, None))
+                }
+                None if matches!(kind, Kind::CustomRrpcReply(_)) => Some((
+                    code::BAD_PARAMS as i64,
+                    Some("reply"),
+                    Some(format!("reply to unknown or timed-out RRPC request {id}")),
+                )),
+                None => None,
+            };
+            if let Some((code, step, message)) = outcome {
+                batch.log.push(self.log_entry(
+                    &device,
+                    Direction::Up,
+                    &topic,
+                    &payload,
+                    code,
+                    step,
+                    message,
+                ));
+                return;
+            }
+        }
         match kind {
             Kind::PropertySetReply
             | Kind::ServiceReply
             | Kind::ExtRrpcReply
-            | Kind::RrpcResponse => {
+            | Kind::RrpcResponse(_) => {
                 let (code, step, message) = match alink::parse_reply(&payload) {
                     Ok(reply) => self.finish(&device, reply).await,
                     Err(e) => (e.code() as i64, Some("parse"), Some(e.to_string())),
@@ -1569,9 +1716,10 @@ async fn commit(inner: &Inner, batch: Batch) {
         }
         return;
     }
-    if let (Some(listener), Some(records)) = (listener, told) {
-        listener.on_records(&records);
-    }
+    let handed = match (listener, told) {
+        (Some(listener), Some(records)) => Some(listener.on_records(&records)),
+        _ => None,
+    };
     if !log.is_empty()
         && let Err(error) = inner.store.append_log(log).await
     {
@@ -1586,6 +1734,9 @@ async fn commit(inner: &Inner, batch: Batch) {
                 tracing::warn!(%error, topic, "reply not published");
             }
         }
+    }
+    if let Some(handed) = handed {
+        handed.await;
     }
     for tx in done {
         let _ = tx.send(Ok(()));
@@ -1625,10 +1776,24 @@ impl MessageHook for Hook {
                 Err(NotAccepted("the thing model is shutting down".into()))
             }));
         }
-        // Also routed: applications allowed to watch device topics see the raw message.
-        Intercept::TakeAndRoute(Box::pin(async move {
+        let done = Box::pin(async move {
             rx.await
                 .unwrap_or_else(|_| Err(NotAccepted("the thing model stopped".into())))
-        }))
+        });
+        // RRPC answers are consumed by the platform: routed back, they would reach the
+        // device's own RRPC subscription and make it answer itself.
+        let rrpc_answer = matches!(
+            c.kind,
+            UplinkKind::ExtRrpcReply { .. }
+                | UplinkKind::ExtRrpcRawReply { .. }
+                | UplinkKind::RrpcResponse(_)
+                | UplinkKind::CustomRrpcReply { .. }
+        );
+        if rrpc_answer {
+            Intercept::Take(done)
+        } else {
+            // Also routed: applications allowed to watch device topics see the raw message.
+            Intercept::TakeAndRoute(done)
+        }
     }
 }

@@ -25,8 +25,10 @@ pub enum UplinkKind<'a> {
     ExtRrpcReply { rrpc_id: &'a str, service: &'a str },
     /// `/ext/rrpc/${rrpcId}/sys/.../thing/model/down_raw`: a raw sync call's answer.
     ExtRrpcRawReply { rrpc_id: &'a str },
-    /// `rrpc/response/${messageId}`: a legacy sync call's answer.
+    /// `rrpc/response/${messageId}`: a legacy sync call's answer (Alink or raw).
     RrpcResponse(&'a str),
+    /// `/ext/rrpc/${rrpcId}/${pk}/${dn}/user/...`: a custom-topic RRPC answer (raw).
+    CustomRrpcReply { rrpc_id: &'a str },
     /// `thing/model/up_raw`
     UpRaw,
     /// `thing/model/down_raw_reply`
@@ -56,10 +58,21 @@ pub fn classify(topic: &str) -> Option<Classified<'_>> {
         });
     }
     if let Some(rest) = topic.strip_prefix("/ext/rrpc/") {
-        let (rrpc_id, rest) = rest.split_once("/sys/")?;
-        if rrpc_id.is_empty() || rrpc_id.contains('/') {
+        let (rrpc_id, rest) = rest.split_once('/')?;
+        if rrpc_id.is_empty() {
             return None;
         }
+        let Some(rest) = rest.strip_prefix("sys/") else {
+            let (pk, dn, path) = split_device(rest)?;
+            let custom = path
+                .strip_prefix("user/")
+                .is_some_and(|p| !p.is_empty() && p.split('/').all(|l| !l.is_empty()));
+            return custom.then_some(Classified {
+                product_key: pk,
+                device_name: dn,
+                kind: UplinkKind::CustomRrpcReply { rrpc_id },
+            });
+        };
         let (pk, dn, path) = split_device(rest)?;
         let kind = if let Some(service) = path.strip_prefix("thing/service/") {
             if service.is_empty() || service.contains('/') {
@@ -185,6 +198,14 @@ mod tests {
             Some(UplinkKind::ExtRrpcRawReply { rrpc_id: "9" })
         );
         assert_eq!(kind("/ext/ntp/p/d/request"), Some(UplinkKind::NtpRequest));
+        assert_eq!(
+            kind("/ext/rrpc/1/p/d/user/x"),
+            Some(UplinkKind::CustomRrpcReply { rrpc_id: "1" })
+        );
+        assert_eq!(
+            kind("/ext/rrpc/42/p/d/user/a/b"),
+            Some(UplinkKind::CustomRrpcReply { rrpc_id: "42" })
+        );
     }
 
     #[test]
@@ -196,7 +217,9 @@ mod tests {
             "/sys/p/d/thing/service/property/set",
             "/sys/p//thing/event/property/post",
             "/sys/p/d",
-            "/ext/rrpc/1/p/d/user/x",
+            "/ext/rrpc/1/p/d/other/x",
+            "/ext/rrpc/1/p/d/user/",
+            "/ext/rrpc/1/p/d/user//x",
             "/ext/rrpc//sys/p/d/thing/service/x",
             "/ext/ntp/p/d/response",
             "/shadow/update/p/d",
