@@ -8,7 +8,11 @@
 //!
 //! (3) or into a PostgreSQL table (`LODESTONE_TEST_PG_URL`, default the local `test` database).
 //!
-//! `cargo run -p lode-forward --example rules_bench -- [messages] [republish|webhook|postgres] [rate/s, 0 = flood]`
+//! With `devices` > 0, that many devices publish at QoS 1 at once, each waiting for its
+//! message to be accepted (the PUBACK, which waits for the rule's durable buffer) before
+//! the next; the rate is then ignored.
+//!
+//! `cargo run -p lode-forward --example rules_bench -- [messages] [republish|webhook|postgres] [rate/s, 0 = flood] [devices]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,12 +32,30 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// Publishes message `seq` as `device`: `t` is 40 (passes the WHERE clause) for even ones.
+async fn publish(
+    broker: &Broker,
+    device: &Principal,
+    peer: std::net::SocketAddr,
+    topic: &str,
+    seq: u64,
+    qos: lode_mqtt::QoS,
+) -> anyhow::Result<()> {
+    let t = if seq.is_multiple_of(2) { 40 } else { 20 };
+    let payload = json!({"seq": seq, "ts": now_us(), "t": t}).to_string();
+    broker
+        .publish_as(device, &device.name, peer, topic, payload.into(), qos)
+        .await?;
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let n: u64 = args.next().map_or(Ok(20_000), |a| a.parse())?;
     let mode = args.next().unwrap_or_else(|| "republish".to_owned());
     let rate: u64 = args.next().map_or(Ok(0), |a| a.parse())?;
+    let devices: u64 = args.next().map_or(Ok(0), |a| a.parse())?;
     let dir = tempfile::tempdir()?;
 
     let registry: Arc<dyn RegistryStore> =
@@ -175,19 +197,44 @@ async fn main() -> anyhow::Result<()> {
     let peer = "127.0.0.1:1".parse()?;
     let expected = n / 2;
     let start = Instant::now();
-    for seq in 0..n {
-        let t = if seq % 2 == 0 { 40 } else { 20 };
-        let payload = json!({"seq": seq, "ts": now_us(), "t": t}).to_string();
-        broker
-            .publish_as(
-                &device,
-                "dev",
-                peer,
-                &topic,
-                payload.into(),
-                lode_mqtt::QoS::AtMostOnce,
-            )
-            .await?;
+    if devices > 0 {
+        let mut tasks = Vec::new();
+        for d in 0..devices {
+            let (broker, topic) = (broker.clone(), topic.clone());
+            let device = Principal {
+                unique_key: Some(format!("{pk}/dev{d}")),
+                ..Principal::named(format!("dev{d}"))
+            };
+            let topic = topic.replace("/dev/", &format!("/dev{d}/"));
+            tasks.push(tokio::spawn(async move {
+                for seq in (d..n).step_by(devices as usize) {
+                    publish(
+                        &broker,
+                        &device,
+                        peer,
+                        &topic,
+                        seq,
+                        lode_mqtt::QoS::AtLeastOnce,
+                    )
+                    .await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+    }
+    for seq in (0..n).take_while(|_| devices == 0) {
+        publish(
+            &broker,
+            &device,
+            peer,
+            &topic,
+            seq,
+            lode_mqtt::QoS::AtMostOnce,
+        )
+        .await?;
         if let Some(offset) = (seq * 1_000_000).checked_div(rate) {
             let due = start + Duration::from_micros(offset);
             tokio::time::sleep_until(due.into()).await;

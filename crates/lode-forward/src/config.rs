@@ -14,7 +14,7 @@ pub enum FullPolicy {
 }
 
 /// Settings of the rules runtime; the defaults are the platform's limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwardConfig {
     /// Directory of the durable destination buffers.
     pub dir: PathBuf,
@@ -38,6 +38,12 @@ pub struct ForwardConfig {
     pub input_queue: usize,
     /// Entries a rule trace keeps.
     pub trace_capacity: usize,
+    /// Messages per second one account's applications receive on the `$lode` stream; more
+    /// wait their turn.
+    pub stream_rate: u32,
+    /// Stream messages waiting for their account's rate, over all accounts; over it, an
+    /// account's oldest waiting message is dropped (counted).
+    pub stream_queue: usize,
 }
 
 impl ForwardConfig {
@@ -55,6 +61,8 @@ impl ForwardConfig {
             backoff_max: Duration::from_secs(30),
             input_queue: 65_536,
             trace_capacity: 100,
+            stream_rate: 1_000,
+            stream_queue: 100_000,
         }
     }
 

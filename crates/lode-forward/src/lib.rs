@@ -4,8 +4,10 @@
 //! # Inputs
 //!
 //! - Every message the broker routes, through a [`lode_broker::Tap`] installed by
-//!   [`Forwarder::start`]: device uplinks on any topic, and the device status messages
-//!   (`/as/mqtt/status/{pk}/{dn}`). Other messages of the platform itself (republished
+//!   [`Forwarder::start`]: device uplinks on any topic, the device status messages
+//!   (`/as/mqtt/status/{pk}/{dn}`) and the lifecycle messages the management API
+//!   publishes when a device is created, deleted, enabled or disabled
+//!   (`/{pk}/{dn}/thing/lifecycle`). Other messages of the platform itself (republished
 //!   rows among them, so rules cannot loop) and of clients that are not devices do not
 //!   feed rules.
 //! - Validated thing-model data, through a [`lode_thing::RecordListener`]
@@ -43,6 +45,7 @@ mod error;
 mod runtime;
 mod sink;
 mod stats;
+mod stream;
 mod template;
 
 use std::sync::Arc;
@@ -58,7 +61,7 @@ pub use deliver::{MESSAGE_ID_HEADER, RULE_ID_HEADER};
 pub use error::ForwardError;
 pub use stats::{ActionCounters, RuleCounters, TraceEntry};
 
-use runtime::{BrokerTap, Feed, Inner, LiveRule, ThingListener};
+use runtime::{BrokerHook, BrokerTap, Feed, Inner, LiveRule, ThingListener};
 use stats::RuleStats;
 
 /// A rule as callers write it.
@@ -151,6 +154,73 @@ pub struct RuntimeCounters {
     pub buffered: u64,
     /// Messages published to the applications' stream (`$lode/...`).
     pub streamed: u64,
+    /// Stream messages that waited because their account was over its stream rate.
+    pub stream_throttled: u64,
+    /// Stream messages dropped because the stream queues were full.
+    pub stream_dropped: u64,
+}
+
+impl RuntimeCounters {
+    /// Appends the counters in the Prometheus text format (`lode_rules_*`).
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let rows: [(&str, &str, &str, u64); 8] = [
+            (
+                "lode_rules_received_total",
+                "counter",
+                "Messages that reached the rules.",
+                self.received,
+            ),
+            (
+                "lode_rules_input_dropped_total",
+                "counter",
+                "Messages dropped because the rules' input queue was full.",
+                self.input_dropped,
+            ),
+            (
+                "lode_rules_throttled_total",
+                "counter",
+                "Rule evaluations skipped because an account was over its rate.",
+                self.throttled,
+            ),
+            (
+                "lode_rules_buffer_errors_total",
+                "counter",
+                "Rows lost because the buffer store failed.",
+                self.buffer_errors,
+            ),
+            (
+                "lode_rules_buffered",
+                "gauge",
+                "Rows waiting in the destination buffers.",
+                self.buffered,
+            ),
+            (
+                "lode_stream_messages_total",
+                "counter",
+                "Messages published to the applications' stream.",
+                self.streamed,
+            ),
+            (
+                "lode_stream_throttled_total",
+                "counter",
+                "Stream messages that waited for their account's rate.",
+                self.stream_throttled,
+            ),
+            (
+                "lode_stream_dropped_total",
+                "counter",
+                "Stream messages dropped because the stream queues were full.",
+                self.stream_dropped,
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
 }
 
 /// The running rules engine. Cheap to clone.
@@ -199,6 +269,7 @@ impl Forwarder {
         *fw.inner.rules.write() = Arc::new(live);
         fw.inner.resume();
         broker.add_tap(Arc::new(BrokerTap(Arc::downgrade(&fw.inner))));
+        broker.add_message_hook(Arc::new(BrokerHook(Arc::downgrade(&fw.inner))));
         Ok(fw)
     }
 
@@ -223,6 +294,8 @@ impl Forwarder {
             buffer_errors: c.buffer_errors.load(Ordering::Relaxed),
             buffered: self.inner.buffered() as u64,
             streamed: c.streamed.load(Ordering::Relaxed),
+            stream_throttled: c.stream_throttled.load(Ordering::Relaxed),
+            stream_dropped: c.stream_dropped.load(Ordering::Relaxed),
         }
     }
 

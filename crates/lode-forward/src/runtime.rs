@@ -1,19 +1,20 @@
 //! The running rules engine: inputs, evaluation, buffers and delivery workers.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use lode_broker::{Broker, Tap, Tapped};
+use lode_broker::{Broker, Intercept, MessageHook, NotAccepted, Tap, Tapped, Uplink};
 use lode_history::Record;
 use lode_registry::RegistryStore;
 use lode_rules::{Outcome, Source};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +41,10 @@ pub(crate) struct Counters {
     pub(crate) buffer_errors: AtomicU64,
     /// Messages published to the applications' stream (`$lode/...`).
     pub(crate) streamed: AtomicU64,
+    /// Stream messages that waited for their account's rate.
+    pub(crate) stream_throttled: AtomicU64,
+    /// Stream messages dropped because the stream queues were full.
+    pub(crate) stream_dropped: AtomicU64,
 }
 
 /// A rule as the runtime runs it.
@@ -67,6 +72,13 @@ pub(crate) enum Input {
     Records(Vec<Record>, i64),
 }
 
+/// An input and, when a device's acknowledgement waits for it, who to tell once its
+/// jobs are buffered.
+pub(crate) struct Offer {
+    input: Input,
+    done: Option<oneshot::Sender<bool>>,
+}
+
 /// Which messages a rule reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Feed {
@@ -76,6 +88,8 @@ pub(crate) enum Feed {
     Thing,
     /// Device status.
     Status,
+    /// Device lifecycle: created, deleted, enabled, disabled.
+    Lifecycle,
 }
 
 impl Feed {
@@ -84,6 +98,7 @@ impl Feed {
             Source::Topic => Some(Feed::Topic),
             Source::PropertyPost { .. } | Source::Event { .. } => Some(Feed::Thing),
             Source::Status { .. } => Some(Feed::Status),
+            Source::Lifecycle { .. } => Some(Feed::Lifecycle),
             _ => None,
         }
     }
@@ -116,8 +131,9 @@ pub(crate) struct Inner {
     pub(crate) rules: RwLock<Arc<Vec<Arc<LiveRule>>>>,
     pub(crate) destinations: RwLock<HashMap<String, (String, DestinationConfig)>>,
     buffers: Buffers,
-    input: mpsc::Sender<Input>,
-    pub(crate) counters: Counters,
+    input: mpsc::Sender<Offer>,
+    stream: mpsc::UnboundedSender<crate::stream::Item>,
+    pub(crate) counters: Arc<Counters>,
     accounts: Mutex<HashMap<String, Option<String>>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     http: Http,
@@ -166,6 +182,18 @@ impl Inner {
         http: Http,
     ) -> Arc<Inner> {
         let (tx, rx) = mpsc::channel(config.input_queue.max(1));
+        let (stream_tx, stream_rx) = mpsc::unbounded_channel();
+        let counters = Arc::new(Counters::default());
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(crate::stream::run(
+            broker.clone(),
+            config.stream_rate,
+            config.stream_queue,
+            counters.clone(),
+            stream_rx,
+            stop.clone(),
+        ));
         let inner = Arc::new(Inner {
             config,
             registry,
@@ -174,14 +202,15 @@ impl Inner {
             destinations: RwLock::new(HashMap::new()),
             buffers,
             input: tx,
-            counters: Counters::default(),
+            stream: stream_tx,
+            counters,
             accounts: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
             http,
             sinks: crate::sink::Sinks::default(),
             next_id: AtomicU64::new(u64::try_from(now_ms()).unwrap_or(0).saturating_mul(1000)),
-            stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            stop,
+            tasks,
         });
         inner.tasks.spawn(dispatch(inner.clone(), rx));
         inner
@@ -207,9 +236,54 @@ impl Inner {
         if self.stop.is_cancelled() {
             return;
         }
-        if self.input.try_send(input).is_err() {
+        if self.input.try_send(Offer { input, done: None }).is_err() {
             self.counters.input_dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Queues an input and resolves `true` once the jobs it made are durably buffered
+    /// (`false`: the runtime stopped first, or the buffer store failed). A full queue is
+    /// waited for, not dropped: the caller holds a device's acknowledgement on it.
+    pub(crate) fn hand_over(&self, input: Input) -> impl Future<Output = bool> + use<> {
+        let (tx, rx) = oneshot::channel();
+        let offer = Offer {
+            input,
+            done: Some(tx),
+        };
+        let queued = match self.input.try_send(offer) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(offer)) => Ok(Some((self.input.clone(), offer))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        async move {
+            match queued {
+                Err(()) => return false,
+                Ok(Some((input, offer))) => {
+                    if input.send(offer).await.is_err() {
+                        return false;
+                    }
+                }
+                Ok(None) => {}
+            }
+            rx.await.unwrap_or(false)
+        }
+    }
+
+    /// Whether an enabled rule reading messages as published could match `topic`.
+    fn reads_topic(&self, topic: &str) -> bool {
+        self.rules.read().iter().any(|live| {
+            live.enabled
+                && Feed::of(&live.rule.source()) == Some(Feed::Topic)
+                && live.rule.matches_topic(topic)
+        })
+    }
+
+    /// Whether an enabled rule reads validated thing-model data.
+    fn reads_thing_data(&self) -> bool {
+        self.rules
+            .read()
+            .iter()
+            .any(|live| live.enabled && Feed::of(&live.rule.source()) == Some(Feed::Thing))
     }
 
     /// Messages waiting in every buffer.
@@ -272,6 +346,10 @@ impl Inner {
                 let (feed, pk, dn) = match (platform, status, identity) {
                     (true, Some(rest), _) => match rest.split_once('/') {
                         Some((pk, dn)) => (Feed::Status, pk.to_owned(), dn.to_owned()),
+                        None => return Vec::new(),
+                    },
+                    (true, None, _) => match lifecycle_device(&topic) {
+                        Some((pk, dn)) => (Feed::Lifecycle, pk.to_owned(), dn.to_owned()),
                         None => return Vec::new(),
                     },
                     (false, _, Some(identity)) => match identity.split_once('/') {
@@ -359,25 +437,19 @@ impl Inner {
     /// `.../thing/event/${id}` (validated events), `.../status`, `.../user/...` (custom
     /// topics) and `.../thing/service/${id}_reply` (service replies), at QoS 1, so that a
     /// persistent application session keeps them until it acknowledges them.
+    /// The stream is paced per account (`stream_rate`), in its own task.
     async fn stream(&self, msg: &Msg) {
         let Some(topic) = stream_topic(msg) else {
             return;
         };
-        match self
-            .broker
-            .publish(
-                &topic,
-                msg.payload.clone(),
-                lode_mqtt::QoS::AtLeastOnce,
-                false,
-            )
-            .await
-        {
-            Ok(_) => {
-                self.counters.streamed.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => tracing::warn!(%error, topic, "stream message not published"),
-        }
+        let Some(account) = self.account_of(&msg.product_key).await else {
+            return;
+        };
+        let _ = self.stream.send(crate::stream::Item {
+            account,
+            topic,
+            payload: msg.payload.clone(),
+        });
     }
 
     /// Runs every rule of the message's account over it; returns the jobs to buffer.
@@ -489,10 +561,11 @@ impl Inner {
         buffer
     }
 
-    /// Buffers jobs durably and counts what the full policy dropped.
-    async fn enqueue(self: &Arc<Self>, jobs: Vec<(Arc<Buffer>, Job)>) {
+    /// Buffers jobs durably and counts what the full policy dropped; `false` when the
+    /// buffer store failed.
+    async fn enqueue(self: &Arc<Self>, jobs: Vec<(Arc<Buffer>, Job)>) -> bool {
         if jobs.is_empty() {
-            return;
+            return true;
         }
         let n = jobs.len();
         match self.buffers.push(jobs).await {
@@ -504,12 +577,14 @@ impl Inner {
                         a.dropped();
                     }
                 }
+                true
             }
             Err(error) => {
                 self.counters
                     .buffer_errors
                     .fetch_add(n as u64, Ordering::Relaxed);
                 tracing::error!(%error, messages = n, "forwarded messages not buffered");
+                false
             }
         }
     }
@@ -800,8 +875,9 @@ pub(crate) fn target(action: &Action, row: &Map<String, Value>, meta: &Meta<'_>)
 }
 
 /// Evaluates inputs in batches and buffers the jobs of each batch with one write.
-async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<Input>) {
+async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<Offer>) {
     let mut inputs = Vec::with_capacity(INPUT_BATCH);
+    let mut waiting = Vec::new();
     loop {
         inputs.clear();
         let n = tokio::select! {
@@ -816,13 +892,17 @@ async fn dispatch(inner: Arc<Inner>, mut rx: mpsc::Receiver<Input>) {
             .received
             .fetch_add(n as u64, Ordering::Relaxed);
         let mut jobs = Vec::new();
-        for input in inputs.drain(..) {
-            for msg in inner.messages(input) {
+        for offer in inputs.drain(..) {
+            waiting.extend(offer.done);
+            for msg in inner.messages(offer.input) {
                 inner.evaluate(&msg, &mut jobs).await;
                 inner.stream(&msg).await;
             }
         }
-        inner.enqueue(jobs).await;
+        let buffered = inner.enqueue(jobs).await;
+        for done in waiting.drain(..) {
+            let _ = done.send(buffered);
+        }
     }
 }
 
@@ -926,12 +1006,16 @@ async fn worker(inner: Arc<Inner>, buffer: Arc<Buffer>) {
     }
 }
 
-/// The broker tap: copies routed messages into the input queue. Holds the runtime weakly:
-/// the runtime holds the broker, so a strong reference would keep both alive for ever.
+/// The broker tap: copies the platform's own routed messages (device status, lifecycle)
+/// into the input queue. Holds the runtime weakly: the runtime holds the broker, so a
+/// strong reference would keep both alive for ever.
 pub(crate) struct BrokerTap(pub(crate) std::sync::Weak<Inner>);
 
 impl Tap for BrokerTap {
     fn on_message(&self, msg: Tapped<'_>) {
+        if msg.client.is_some() {
+            return;
+        }
         let Some(inner) = self.0.upgrade() else {
             return;
         };
@@ -947,13 +1031,96 @@ impl Tap for BrokerTap {
     }
 }
 
-/// The thing-model listener: copies validated data into the input queue.
+/// The broker hook: hands each device publish to the rules. When an enabled rule may
+/// match a QoS 1 or 2 message, the device's acknowledgement waits until the rows it made
+/// are durably buffered, so a crash cannot lose a message its device saw acknowledged;
+/// otherwise it is only queued. Holds the runtime weakly, as the tap.
+pub(crate) struct BrokerHook(pub(crate) std::sync::Weak<Inner>);
+
+impl MessageHook for BrokerHook {
+    fn on_publish(&self, uplink: Uplink<'_>) -> Intercept {
+        let Some(inner) = self.0.upgrade() else {
+            return Intercept::Route;
+        };
+        let Some(identity) = publisher_identity(uplink.principal, uplink.topic) else {
+            return Intercept::Route;
+        };
+        let input = Input::Tapped {
+            topic: uplink.topic.to_owned(),
+            payload: uplink.payload.clone(),
+            qos: uplink.qos as u8,
+            identity: Some(identity),
+            peer: Some(uplink.peer),
+            platform: false,
+            at: now_ms(),
+        };
+        // QoS 0 has no acknowledgement to hold, and holding it would stall the device's
+        // connection on every message.
+        if inner.stop.is_cancelled()
+            || uplink.qos == lode_mqtt::QoS::AtMostOnce
+            || !inner.reads_topic(uplink.topic)
+        {
+            inner.offer(input);
+            return Intercept::Route;
+        }
+        let handed = inner.hand_over(input);
+        Intercept::TakeAndRoute(Box::pin(async move {
+            if handed.await {
+                Ok(())
+            } else {
+                Err(NotAccepted(
+                    "the rules engine could not buffer the message".into(),
+                ))
+            }
+        }))
+    }
+}
+
+/// The device a publish is attributed to: the one its topic names
+/// (`/sys/{pk}/{dn}/...`, `/{pk}/{dn}/...`) when the publisher speaks for it (itself, or
+/// a gateway for its sub-device), else the publisher. `None` for clients that are not
+/// devices.
+fn publisher_identity(principal: &lode_broker::Principal, topic: &str) -> Option<String> {
+    let levels = topic
+        .strip_prefix('/')
+        .map(|t| t.strip_prefix("sys/").unwrap_or(t));
+    if let Some(mut parts) = levels.map(|t| t.splitn(3, '/'))
+        && let (Some(pk), Some(dn)) = (parts.next(), parts.next())
+    {
+        let key = format!("{pk}/{dn}");
+        if principal.speaks_for(&key) {
+            return Some(key);
+        }
+    }
+    principal.unique_key.clone()
+}
+
+/// The thing-model listener: copies validated data into the input queue. When an
+/// enabled rule reads thing-model data, the batch's acknowledgements wait until its rows
+/// are durably buffered.
 pub(crate) struct ThingListener(pub(crate) Arc<Inner>);
 
 impl lode_thing::RecordListener for ThingListener {
-    fn on_records(&self, records: &[Record]) {
-        self.0.offer(Input::Records(records.to_vec(), now_ms()));
+    fn on_records(&self, records: &[Record]) -> lode_broker::BoxFuture<'static, ()> {
+        let input = Input::Records(records.to_vec(), now_ms());
+        if !self.0.reads_thing_data() {
+            self.0.offer(input);
+            return Box::pin(async {});
+        }
+        let handed = self.0.hand_over(input);
+        Box::pin(async move {
+            if !handed.await {
+                tracing::warn!("validated thing-model data not buffered for the rules");
+            }
+        })
     }
+}
+
+/// The device of a lifecycle message the platform published on `/{pk}/{dn}/thing/lifecycle`.
+fn lifecycle_device(topic: &str) -> Option<(&str, &str)> {
+    let rest = topic.strip_prefix('/')?.strip_suffix("/thing/lifecycle")?;
+    let (pk, dn) = rest.split_once('/')?;
+    (!pk.is_empty() && !dn.is_empty() && !dn.contains('/')).then_some((pk, dn))
 }
 
 /// The applications' stream topic of a message, when it has one.
@@ -962,6 +1129,7 @@ fn stream_topic(msg: &Msg) -> Option<String> {
     let base = format!("$lode/{pk}/{dn}");
     match msg.feed {
         Feed::Status => Some(format!("{base}/status")),
+        Feed::Lifecycle => Some(format!("{base}/lifecycle")),
         Feed::Thing => {
             let rest = msg
                 .topic

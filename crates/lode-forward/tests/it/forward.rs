@@ -8,7 +8,7 @@ use lode_registry::RegistryStore;
 use lode_sdk::QoS;
 use serde_json::{Value, json};
 
-use crate::support::{Receiver, Runtime, TestServer, eventually};
+use crate::support::{Receiver, Runtime, TestServer, eventually, runtime_with};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -560,22 +560,11 @@ async fn validated_property_posts_events_and_status_feed_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_over_its_rate_is_throttled_and_counted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let registry: Arc<dyn RegistryStore> = Arc::new(
-        lode_registry::SqliteRegistry::open(dir.path().join("registry.db"), Default::default())
-            .await
-            .expect("registry"),
-    );
-    let account = registry.create_account("acme").await.expect("account").id;
-    let pk = registry
-        .create_product(&account, lode_registry::NewProduct::new("p"))
-        .await
-        .expect("product")
-        .product_key;
-    let config = lode_forward::ForwardConfig {
+    let (rt, account, pk) = runtime_with(dir.path(), |c| lode_forward::ForwardConfig {
         account_rate: 5,
-        ..lode_forward::ForwardConfig::new(dir.path().join("forward"))
-    };
-    let rt = Runtime::with_config(config, registry).await;
+        ..c
+    })
+    .await;
     let spec = json!({
         "name": "r", "enabled": true,
         "sql": format!("SELECT n FROM '/{pk}/+/user/update'"),
@@ -606,6 +595,90 @@ async fn an_account_over_its_rate_is_throttled_and_counted() {
     // The bucket starts full (5) and refills at 5/s while the 40 messages arrive.
     assert!((5..=10).contains(&c.passed), "{c:?}");
     assert_eq!(fw.counters().throttled, c.throttled);
+    drop(fw);
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_lifecycle_feeds_rules_and_the_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TestServer::start(dir.path()).await;
+    let (pk, secrets) = s.product(&["watcher"]).await;
+    let (watcher, _e) = s.device(&pk, "watcher", &secrets[0]).await;
+    let mut sub = watcher
+        .subscribe(&format!("/{pk}/watcher/user/get"), QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    s.call(
+        "POST",
+        "/api/v1/rules",
+        Some(json!({
+            "name": "lifecycle", "enabled": true,
+            "sql": format!("SELECT action, deviceName, productKey() AS pk \
+                            FROM '/{pk}/+/thing/lifecycle' WHERE deviceName <> 'watcher'"),
+            "actions": [{"type": "republish", "topic": format!("/{pk}/watcher/user/get")}],
+        })),
+        201,
+    )
+    .await;
+    let created = s
+        .call(
+            "POST",
+            &format!("/api/v1/products/{pk}/devices"),
+            Some(json!({"deviceName": "born"})),
+            201,
+        )
+        .await;
+    assert!(created["deviceSecret"].is_string());
+    let device = format!("/api/v1/products/{pk}/devices/born");
+    s.call("POST", &format!("{device}:disable"), None, 200)
+        .await;
+    s.call("POST", &format!("{device}:enable"), None, 200).await;
+    s.call("DELETE", &device, None, 204).await;
+    for action in ["create", "disable", "enable", "delete"] {
+        let row: Value =
+            serde_json::from_slice(&next_message(&mut sub).await.payload).expect("JSON row");
+        assert_eq!(
+            row,
+            json!({"action": action, "deviceName": "born", "pk": pk}),
+            "in order"
+        );
+    }
+    let fw = s.forward.clone();
+    eventually("the lifecycle messages are streamed", WAIT, || {
+        fw.counters().streamed >= 4
+    })
+    .await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_paced_to_the_account_rate_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rt, _account, pk) = runtime_with(dir.path(), |c| lode_forward::ForwardConfig {
+        stream_rate: 20,
+        ..c
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    for n in 0..60 {
+        rt.publish(&pk, "dev1", json!({"n": n}).to_string()).await;
+    }
+    let fw = rt.forward.clone();
+    let deadline = started + WAIT;
+    while fw.counters().streamed < 60 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = fw.counters();
+    assert_eq!(c.streamed, 60, "{c:?}");
+    assert_eq!(c.stream_dropped, 0, "{c:?}");
+    // A burst of 20, then 20 a second: the other 40 wait at least two seconds.
+    assert!(c.stream_throttled >= 30, "{c:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_800),
+        "paced: {:?}",
+        started.elapsed()
+    );
     drop(fw);
     rt.stop().await;
 }

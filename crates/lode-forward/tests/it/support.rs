@@ -345,6 +345,15 @@ impl Runtime {
 
 /// A runtime over a fresh SQLite registry with one account and product.
 pub(crate) async fn runtime(dir: &std::path::Path) -> (Runtime, String, String) {
+    runtime_with(dir, |c| c).await
+}
+
+/// A runtime with settings changed by `tune`, over a fresh SQLite registry with one account
+/// and product; the runtime, the account id and the product key.
+pub(crate) async fn runtime_with(
+    dir: &std::path::Path,
+    tune: impl FnOnce(ForwardConfig) -> ForwardConfig,
+) -> (Runtime, String, String) {
     let registry: Arc<dyn RegistryStore> = Arc::new(
         lode_registry::SqliteRegistry::open(dir.join("registry.db"), Default::default())
             .await
@@ -356,9 +365,6 @@ pub(crate) async fn runtime(dir: &std::path::Path) -> (Runtime, String, String) 
         .await
         .expect("product")
         .product_key;
-    (
-        Runtime::start(&dir.join("forward"), registry).await,
-        account,
-        pk,
-    )
+    let config = tune(ForwardConfig::new(dir.join("forward")));
+    (Runtime::with_config(config, registry).await, account, pk)
 }
