@@ -62,17 +62,19 @@ use lode_broker::{
 };
 use lode_mqtt::{QoS, ReasonCode};
 use lode_registry::{
-    AuthType as ProductAuth, DeviceState, NewDevice, Product, RegistryError, RegistryStore,
-    TopicPermission,
+    AuthType as ProductAuth, DeviceState, NewDevice, NodeType, Product, RegistryError,
+    RegistryStore, TopicPermission,
 };
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 mod cert;
+mod gateway;
 mod subscriber;
 mod transient;
 
 pub use cert::{CertificateIdentityError, certificate_identity};
+pub use gateway::{SubDeviceError, topic_device};
 pub use transient::{TransientDevice, TransientError};
 
 /// Settings of device sign-in.
@@ -108,6 +110,8 @@ enum Client {
         /// Tells this connection from a later one of the same device.
         serial: u64,
         ext_rrpc: bool,
+        /// The sub-devices of a gateway's connection; `None` for other devices.
+        gateway: Option<Arc<gateway::GatewaySessions>>,
     },
     /// A registration session: it may receive its greeting and nothing else.
     Registration,
@@ -142,6 +146,8 @@ pub struct DeviceAuth {
     /// sync calls on `/ext/rrpc`.
     online: Mutex<HashMap<String, (u64, bool)>>,
     serial: AtomicU64,
+    /// Connected gateways: `"pk/dn"` → the connection's serial and its sub-devices.
+    gateways: Mutex<HashMap<String, (u64, Arc<gateway::GatewaySessions>)>>,
     /// Devices online without a connection (HTTP, CoAP), until their deadline.
     transient: Arc<transient::Presence>,
     /// Told of every status change, once it is recorded.
@@ -188,6 +194,7 @@ impl DeviceAuth {
             broker,
             online: Mutex::new(HashMap::new()),
             serial: AtomicU64::new(0),
+            gateways: Mutex::new(HashMap::new()),
             transient,
             listeners,
         })
@@ -210,6 +217,10 @@ impl DeviceAuth {
             .lock()
             .get(&lode_alink::identity_key(product_key, device_name))
             .map(|&(_, ext)| ext)
+    }
+
+    fn broker(&self) -> Option<Broker> {
+        self.broker.get().and_then(WeakBroker::upgrade)
     }
 
     /// Whether another sign-in of `key` now stays within the per-minute limit.
@@ -289,6 +300,13 @@ impl DeviceAuth {
             .await
             .map_err(backend)?
             .ok_or(ReasonCode::BadUserNameOrPassword)?;
+        if product.node_type == NodeType::SubDevice {
+            tracing::debug!(
+                device = key,
+                "a sub-device connects only through its gateway"
+            );
+            return Err(ReasonCode::NotAuthorized);
+        }
         if product.auth_type == ProductAuth::X509 {
             if certified.is_none() {
                 tracing::debug!(device = key, "X.509 product: sign-in without a certificate");
@@ -298,7 +316,7 @@ impl DeviceAuth {
                 return Err(ReasonCode::NotAuthorized);
             }
             self.device(&identity).await?;
-            return self.device_principal(identity, &client_id).await;
+            return self.device_principal(identity, &client_id, &product).await;
         }
         let password = std::str::from_utf8(req.password.unwrap_or_default())
             .map_err(|_| ReasonCode::BadUserNameOrPassword)?;
@@ -319,7 +337,7 @@ impl DeviceAuth {
                 ) {
                     return Err(ReasonCode::BadUserNameOrPassword);
                 }
-                self.device_principal(identity, &client_id).await
+                self.device_principal(identity, &client_id, &product).await
             }
             LoginKind::Token => {
                 self.device(&identity).await?;
@@ -331,7 +349,7 @@ impl DeviceAuth {
                 if !valid {
                     return Err(ReasonCode::BadUserNameOrPassword);
                 }
-                self.device_principal(identity, &client_id).await
+                self.device_principal(identity, &client_id, &product).await
             }
             LoginKind::Register | LoginKind::RegisterNoWhitelist => {
                 self.register(identity, &client_id, &product, password, login)
@@ -384,6 +402,7 @@ impl DeviceAuth {
         &self,
         identity: DeviceIdentity,
         client_id: &ClientId,
+        product: &Product,
     ) -> Result<Principal, ReasonCode> {
         let auto_subscriptions = if client_id.server_subscribe {
             lode_alink::auto_subscriptions(&identity.product_key, &identity.device_name)
@@ -393,7 +412,23 @@ impl DeviceAuth {
         } else {
             Vec::new()
         };
-        self.principal_with(identity, auto_subscriptions, client_id.ext_rrpc())
+        let gateway = if product.node_type == NodeType::Gateway {
+            let links = self
+                .registry
+                .topology()
+                .list_sub_devices((&identity.product_key, &identity.device_name))
+                .await
+                .map_err(backend)?;
+            Some(Arc::new(gateway::GatewaySessions::new(
+                links
+                    .into_iter()
+                    .map(|l| lode_alink::identity_key(&l.product_key, &l.device_name))
+                    .collect(),
+            )))
+        } else {
+            None
+        };
+        self.principal_with(identity, auto_subscriptions, client_id.ext_rrpc(), gateway)
             .await
             .map_err(|error| match error {
                 TransientError::Backend(error) => backend(error),
@@ -401,12 +436,14 @@ impl DeviceAuth {
             })
     }
 
-    /// A device's principal: its topic permissions and the given server-side subscriptions.
+    /// A device's principal: its topic permissions, the given server-side subscriptions and,
+    /// for a gateway, its sub-device sessions.
     async fn principal_with(
         &self,
         identity: DeviceIdentity,
         auto_subscriptions: Vec<(String, QoS)>,
         ext_rrpc: bool,
+        gateway: Option<Arc<gateway::GatewaySessions>>,
     ) -> Result<Principal, TransientError> {
         let categories = self
             .registry
@@ -431,8 +468,9 @@ impl DeviceAuth {
                 permissions,
                 serial: self.serial.fetch_add(1, Ordering::Relaxed),
                 ext_rrpc,
+                gateway: gateway.clone(),
             })),
-            proxied: None,
+            proxied: gateway.map(|g| g.proxied()),
         })
     }
 
@@ -554,7 +592,14 @@ impl AuthHook for DeviceAuth {
 
     fn authorize_publish(&self, principal: &Principal, topic: &str) -> bool {
         match client(principal) {
-            Some(Client::Device { permissions, .. }) => permissions.can_publish(topic),
+            Some(Client::Device {
+                permissions,
+                gateway,
+                ..
+            }) => {
+                permissions.can_publish(topic)
+                    || gateway.as_ref().is_some_and(|g| g.can_publish(topic))
+            }
             Some(Client::Application) => true,
             _ => false,
         }
@@ -562,7 +607,14 @@ impl AuthHook for DeviceAuth {
 
     fn authorize_subscribe(&self, principal: &Principal, filter: &str) -> bool {
         match client(principal) {
-            Some(Client::Device { permissions, .. }) => permissions.can_subscribe(filter),
+            Some(Client::Device {
+                permissions,
+                gateway,
+                ..
+            }) => {
+                permissions.can_subscribe(filter)
+                    || gateway.as_ref().is_some_and(|g| g.can_subscribe(filter))
+            }
             Some(Client::Subscriber { products }) => subscriber::may_subscribe(products, filter),
             Some(Client::Application) => true,
             _ => false,
@@ -574,10 +626,16 @@ impl AuthHook for DeviceAuth {
             identity,
             serial,
             ext_rrpc,
+            gateway,
             ..
         }) = client(principal)
         {
             self.transient.forget(&identity.key());
+            if let Some(sessions) = gateway {
+                self.gateways
+                    .lock()
+                    .insert(identity.key(), (*serial, sessions.clone()));
+            }
             self.online
                 .lock()
                 .insert(identity.key(), (*serial, *ext_rrpc));
@@ -593,9 +651,22 @@ impl AuthHook for DeviceAuth {
 
     fn disconnected(&self, principal: &Principal, _client_id: &str, reason: CloseReason) {
         if let Some(Client::Device {
-            identity, serial, ..
+            identity,
+            serial,
+            gateway,
+            ..
         }) = client(principal)
         {
+            if let Some(sessions) = gateway {
+                {
+                    let mut gateways = self.gateways.lock();
+                    let key = identity.key();
+                    if gateways.get(&key).is_some_and(|(s, _)| s == serial) {
+                        gateways.remove(&key);
+                    }
+                }
+                self.gateway_gone(sessions);
+            }
             {
                 let mut online = self.online.lock();
                 let key = identity.key();

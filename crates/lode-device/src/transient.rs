@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use lode_alink::{DeviceIdentity, SignMethod};
 use lode_broker::Principal;
-use lode_registry::{AuthType as ProductAuth, DeviceState, RegistryError};
+use lode_registry::{AuthType as ProductAuth, DeviceState, NodeType, RegistryError};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -54,6 +54,9 @@ pub enum TransientError {
     /// do not carry.
     #[error("the product requires X.509 certificates")]
     CertificateRequired,
+    /// The product's devices are sub-devices, which talk only through their gateway.
+    #[error("a sub-device connects only through its gateway")]
+    SubDevice,
     /// The product key or device name cannot form topics.
     #[error("invalid device identity")]
     InvalidIdentity,
@@ -146,6 +149,9 @@ impl DeviceAuth {
         if product.auth_type == ProductAuth::X509 {
             return Err(TransientError::CertificateRequired);
         }
+        if product.node_type == NodeType::SubDevice {
+            return Err(TransientError::SubDevice);
+        }
         let device = self
             .registry
             .get_device(product_key, device_name)
@@ -158,7 +164,9 @@ impl DeviceAuth {
             product_key: product_key.to_owned(),
             device_name: device_name.to_owned(),
         };
-        let principal = self.principal_with(identity, Vec::new(), false).await?;
+        let principal = self
+            .principal_with(identity, Vec::new(), false, None)
+            .await?;
         Ok(TransientDevice {
             principal,
             iot_id: device.iot_id,
