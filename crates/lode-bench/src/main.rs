@@ -7,6 +7,7 @@ mod conns;
 mod echo;
 mod flow;
 mod ingest;
+mod ota;
 mod procstat;
 mod report;
 mod signin;
@@ -54,6 +55,14 @@ Scenarios:
                   RSS. --verify N then checks N devices through the management API (--api-url,
                   --access-key-id, --access-key-secret): history length in the run's window =
                   acknowledged posts, latest values = last acknowledged post
+  ota             an OTA job to --connections (default: all listed) devices of --devices FILE (one
+                  product): they sign in (_ss=1) and report version 1.0.0; a random firmware of
+                  --firmware-size bytes is uploaded and a static job created through the API
+                  (--api-url, --access-key-id, --access-key-secret) with --rollout devices per
+                  minute; each device downloads the pushed URL, checks the MD5, reports progress
+                  100 and the new version. Runs until the job counts every device finished or
+                  --duration; reports pushes, succeeded, the observed rollout rate, download
+                  throughput and latency, server CPU and peak RSS (needs @pid)
   provision       helper, no target: creates an account with an access key (printed), a product
                   (with the thing model --tsl FILE saved and published, when given) and --count
                   devices (default 100000) directly in the registry --registry PATH|URL (an SQLite
@@ -102,6 +111,7 @@ enum Scenario {
     Idle,
     Signin,
     Ingest,
+    Ota,
     Provision,
     EchoBaseline,
     All,
@@ -205,7 +215,13 @@ struct Args {
     /// through the management API (0 = no check).
     #[arg(long, default_value_t = 0)]
     verify: usize,
-    /// Ingest --verify: base URL of the server's HTTP listener, http://IP:PORT.
+    /// OTA: firmware size in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    firmware_size: usize,
+    /// OTA: devices pushed per minute.
+    #[arg(long, default_value_t = 6000)]
+    rollout: u32,
+    /// Ingest --verify and OTA: base URL of the server's HTTP listener, http://IP:PORT.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     api_url: String,
     /// Ingest --verify: AccessKey id of the account owning the product.
@@ -330,6 +346,7 @@ async fn run(args: Args) -> Result<()> {
         }
         Scenario::Signin => ctx.signin().await?,
         Scenario::Ingest => ctx.ingest().await?,
+        Scenario::Ota => ctx.ota().await?,
         Scenario::Provision => unreachable!("handled before the targets"),
         Scenario::EchoBaseline => ctx.echo(payload).await,
         Scenario::All => {
@@ -519,6 +536,60 @@ impl Ctx {
             scenario: "signin".to_owned(),
             params,
             primary: "sign-ins/s",
+            rows,
+        });
+        Ok(())
+    }
+
+    async fn ota(&mut self) -> Result<()> {
+        let a = &self.args;
+        let path = a
+            .devices
+            .as_deref()
+            .context("ota needs --devices FILE (see `provision`)")?;
+        let devices: Arc<[signin::DeviceRecord]> = signin::read_devices(path)?.into();
+        ensure!(!devices.is_empty(), "the devices file lists no device");
+        ensure!(
+            a.firmware_size >= 1 && a.firmware_size <= 64 << 20,
+            "--firmware-size must be 1..=67108864"
+        );
+        ensure!(a.rollout >= 1, "--rollout must be at least 1");
+        let api = a
+            .api_url
+            .strip_prefix("http://")
+            .and_then(|r| r.trim_end_matches('/').parse().ok())
+            .context("--api-url must be http://IP:PORT")?;
+        let p = ota::OtaParams {
+            devices: a.connections.unwrap_or(devices.len()).min(devices.len()),
+            concurrency: a.concurrency,
+            per_source: a.per_source,
+            firmware_size: a.firmware_size,
+            rate_per_minute: a.rollout,
+            duration: a.duration,
+            api,
+            key_id: a
+                .access_key_id
+                .clone()
+                .context("ota needs --access-key-id (or LODESTONE_ACCESS_KEY_ID)")?,
+            secret: a
+                .access_key_secret
+                .clone()
+                .context("ota needs --access-key-secret (or LODESTONE_ACCESS_KEY_SECRET)")?,
+        };
+        let params = format!(
+            "{} devices, firmware {} B, rollout {}/min",
+            p.devices, p.firmware_size, p.rate_per_minute
+        );
+        eprintln!("running ota: {params}");
+        let mut rows = Vec::new();
+        for t in &self.targets {
+            eprintln!("  -> {}", t.name);
+            rows.push(ota::run(t, devices.clone(), &p).await);
+        }
+        self.emit(Report {
+            scenario: "ota".to_owned(),
+            params,
+            primary: "succeeded",
             rows,
         });
         Ok(())
