@@ -213,7 +213,8 @@ async fn verify_signature(
     }
 
     let (parts, body) = req.into_parts();
-    let limit = state.config.max_body_bytes;
+    let limit = crate::routes::ota::body_limit(&parts.method, parts.uri.path())
+        .unwrap_or(state.config.max_body_bytes);
     let body = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::PayloadTooLarge(limit))?;

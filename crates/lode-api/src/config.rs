@@ -18,7 +18,8 @@ pub struct ThrottleConfig {
     pub publish: Qps,
     /// `POST /api/v1/products/{productKey}/broadcast`.
     pub broadcast: Qps,
-    /// Service calls to devices (`POST .../devices/{deviceName}/services/{identifier}`).
+    /// Service calls to devices (`POST .../devices/{deviceName}/services/{identifier}`)
+    /// and raw RRPC (`POST /api/v1/rrpc`).
     pub rrpc: Qps,
     /// Every other call, including unsigned ones (dynamic registration, OpenAPI document).
     pub other: Qps,
@@ -65,6 +66,8 @@ pub struct ApiConfig {
     pub housekeeping_interval: Duration,
     /// Throttling quotas.
     pub throttle: ThrottleConfig,
+    /// Most subscribers a broadcast topic may have for a broadcast to be sent.
+    pub broadcast_subscribers_max: usize,
 }
 
 impl Default for ApiConfig {
@@ -77,6 +80,7 @@ impl Default for ApiConfig {
             job_ttl: Duration::from_secs(24 * 3600),
             housekeeping_interval: Duration::from_secs(60),
             throttle: ThrottleConfig::default(),
+            broadcast_subscribers_max: 1_000,
         }
     }
 }

@@ -67,6 +67,13 @@ pub enum ApiError {
     Thing(#[from] ThingError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A refusal with its own status and stable code (limits and states of device services).
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 impl ApiError {
@@ -102,6 +109,7 @@ impl ApiError {
             ThingUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             CallNotFound(_) => (StatusCode::NOT_FOUND, "ServiceCallNotFound"),
             Thing(e) => thing_status_and_code(e),
+            Refused { status, code, .. } => (*status, code),
         }
     }
 
@@ -206,6 +214,7 @@ fn registry_status(e: &RegistryError) -> StatusCode {
         | ProductNotFound(_)
         | DeviceNotFound(_)
         | RuleNotFound(_)
+        | GroupNotFound(_)
         | DestinationNotFound(_)
         | TopicCategoryNotFound { .. } => StatusCode::NOT_FOUND,
         AccountNotEmpty(_)
@@ -214,6 +223,8 @@ fn registry_status(e: &RegistryError) -> StatusCode {
         | DeviceAlreadyRegistered(_)
         | TopicCategoryAlreadyExists { .. }
         | DestinationAlreadyExists(_)
+        | GroupAlreadyExists(_)
+        | GroupHasSubgroups(_)
         | DeviceDisabled(_) => StatusCode::CONFLICT,
         Corrupt(_) | Migration { .. } | Backend(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,

@@ -36,6 +36,8 @@ mod extract;
 #[cfg(feature = "server")]
 mod jobs;
 #[cfg(feature = "server")]
+mod lifecycle;
+#[cfg(feature = "server")]
 mod routes;
 pub mod signing;
 #[cfg(feature = "server")]

@@ -27,7 +27,9 @@ impl Class {
             Class::Pub
         } else if path == "/api/v1/rrpc" || is_service_call(path) {
             Class::RRpc
-        } else if path.starts_with("/api/v1/products/") && path.ends_with("/broadcast") {
+        } else if (path.starts_with("/api/v1/products/") || path.starts_with("/api/v1/groups/"))
+            && path.ends_with("/broadcast")
+        {
             Class::PubBroadcast
         } else {
             Class::Other
@@ -145,6 +147,10 @@ mod tests {
         assert_eq!(Class::of_path("/api/v1/pub"), Class::Pub);
         assert_eq!(
             Class::of_path("/api/v1/products/a1/broadcast"),
+            Class::PubBroadcast
+        );
+        assert_eq!(
+            Class::of_path("/api/v1/groups/g1/broadcast"),
             Class::PubBroadcast
         );
         assert_eq!(Class::of_path("/api/v1/products"), Class::Other);

@@ -17,6 +17,7 @@ use crate::dto::{
 };
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::lifecycle;
 use crate::routes::products::{page, tag_keys};
 
 /// Length of a generated DeviceName.
@@ -38,6 +39,32 @@ async fn owned_device(
         .get_device(pk, dn)
         .await?
         .ok_or_else(|| RegistryError::DeviceNotFound(lode_alink::identity_key(pk, dn)).into())
+}
+
+/// The sessions sub-devices hold over their gateways' connections, when the gateway
+/// runtime is installed (as a request extension): a sub-device that is disabled, deleted
+/// or given a new secret loses its session at once, as a device loses its connection.
+pub(crate) struct SubDeviceSessions(Option<lode_gateway::Gateways>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for SubDeviceSessions {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(SubDeviceSessions(
+            parts.extensions.get::<lode_gateway::Gateways>().cloned(),
+        ))
+    }
+}
+
+impl SubDeviceSessions {
+    fn end(&self, product_key: &str, device_name: &str, reason: &str) {
+        if let Some(gateways) = &self.0 {
+            gateways.end_sub_device(product_key, device_name, reason);
+        }
+    }
 }
 
 /// Registers one device; the name is generated when absent.
@@ -63,6 +90,7 @@ pub(crate) async fn create_device(
         dynamically_registered: false,
     };
     let d = s.registry.create_device(&pk, new).await?;
+    lifecycle::announce(&s.broker, lifecycle::Action::Create, &d).await;
     Ok((StatusCode::CREATED, Json(DeviceDto::from_device(d, true))))
 }
 
@@ -97,6 +125,11 @@ pub(crate) async fn batch_register(
             .registry
             .register_devices_batch(&pk, body.device_names)
             .await;
+        if let Ok(items) = &outcome {
+            for d in items.iter().filter_map(|item| item.result.as_ref().ok()) {
+                lifecycle::announce(&s.broker, lifecycle::Action::Create, d).await;
+            }
+        }
         s.shared.jobs.finish(&id, outcome);
     });
     Ok((StatusCode::ACCEPTED, Json(JobAccepted { job_id })))
@@ -199,14 +232,20 @@ pub(crate) async fn get_device(
 pub(crate) async fn delete_device(
     State(s): State<ApiState>,
     caller: Caller,
+    sessions: SubDeviceSessions,
     ApiPath((pk, dn)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     s.owned_product(&caller, &pk).await?;
+    let d = s.registry.get_device(&pk, &dn).await?;
     s.registry.delete_device(&pk, &dn).await?;
     s.broker.disconnect_identity(
         &lode_alink::identity_key(&pk, &dn),
         ReasonCode::AdministrativeAction,
     );
+    sessions.end(&pk, &dn, "deleted through the management API");
+    if let Some(d) = d {
+        lifecycle::announce(&s.broker, lifecycle::Action::Delete, &d).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -215,6 +254,7 @@ pub(crate) async fn delete_device(
 pub(crate) async fn device_action(
     state: State<ApiState>,
     caller: Caller,
+    sessions: SubDeviceSessions,
     ApiPath((pk, name_action)): ApiPath<(String, String)>,
 ) -> Response {
     let Some((dn, action)) = name_action.rsplit_once(':') else {
@@ -223,8 +263,10 @@ pub(crate) async fn device_action(
     let path = ApiPath((pk, dn.to_owned()));
     match action {
         "enable" => enable_device(state, caller, path).await.into_response(),
-        "disable" => disable_device(state, caller, path).await.into_response(),
-        "resetSecret" => reset_device_secret(state, caller, path)
+        "disable" => disable_device(state, caller, sessions, path)
+            .await
+            .into_response(),
+        "resetSecret" => reset_device_secret(state, caller, sessions, path)
             .await
             .into_response(),
         _ => ApiError::NotFound.into_response(),
@@ -248,6 +290,7 @@ pub(crate) async fn enable_device(
         .registry
         .set_device_enabled(&pk, &dn, true, Some("enabled through the management API"))
         .await?;
+    lifecycle::announce(&s.broker, lifecycle::Action::Enable, &d).await;
     Ok(Json(DeviceDto::from_device(d, false)))
 }
 
@@ -261,6 +304,7 @@ pub(crate) async fn enable_device(
 pub(crate) async fn disable_device(
     State(s): State<ApiState>,
     caller: Caller,
+    sessions: SubDeviceSessions,
     ApiPath((pk, dn)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<DeviceDto>> {
     s.owned_product(&caller, &pk).await?;
@@ -272,6 +316,8 @@ pub(crate) async fn disable_device(
         &lode_alink::identity_key(&pk, &dn),
         ReasonCode::AdministrativeAction,
     );
+    sessions.end(&pk, &dn, "disabled through the management API");
+    lifecycle::announce(&s.broker, lifecycle::Action::Disable, &d).await;
     Ok(Json(DeviceDto::from_device(d, false)))
 }
 
@@ -286,6 +332,7 @@ pub(crate) async fn disable_device(
 pub(crate) async fn reset_device_secret(
     State(s): State<ApiState>,
     caller: Caller,
+    sessions: SubDeviceSessions,
     ApiPath((pk, dn)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<DeviceDto>> {
     s.owned_product(&caller, &pk).await?;
@@ -294,6 +341,7 @@ pub(crate) async fn reset_device_secret(
         &lode_alink::identity_key(&pk, &dn),
         ReasonCode::AdministrativeAction,
     );
+    sessions.end(&pk, &dn, "secret reset through the management API");
     Ok(Json(DeviceDto::from_device(d, true)))
 }
 

@@ -1,11 +1,22 @@
 //! Cloud-side messaging: publish to a device topic, broadcast to a product.
+//!
+//! Two broadcasts, both throttled as PubBroadcast (one per second per account):
+//! a topic broadcast on `/broadcast/{pk}/{suffix}`, which devices subscribe to themselves
+//! (refused with `TooManySubscribers` when the topic has more than
+//! `ApiConfig::broadcast_subscribers_max` subscribers, 1,000 by default), and a device
+//! broadcast on `/sys/{pk}/{dn}/broadcast/request/{messageId}` to every online device of
+//! the product (auto-subscribed by devices signing in with `_ss=1`).
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use base64::Engine;
 use bytes::Bytes;
 use lode_broker::PublishError;
 use lode_mqtt::QoS;
+use lode_registry::{DeviceFilter, DeviceState, PageRequest};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::auth::Caller;
@@ -31,7 +42,12 @@ fn topic_product_key(topic: &str) -> Option<&str> {
     levels.get(idx).copied().filter(|s| !s.is_empty())
 }
 
-fn payload(payload: Option<String>, text: Option<String>, max: usize) -> ApiResult<Bytes> {
+/// The payload of a request: base64 `payload` or `payloadText`, at most `max` bytes.
+pub(crate) fn payload(
+    payload: Option<String>,
+    text: Option<String>,
+    max: usize,
+) -> ApiResult<Bytes> {
     let bytes = match (payload, text) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
@@ -52,6 +68,16 @@ fn payload(payload: Option<String>, text: Option<String>, max: usize) -> ApiResu
         ));
     }
     Ok(Bytes::from(bytes))
+}
+
+/// A broadcast message id: milliseconds since the epoch and four random digits, all
+/// digits as on the reference platform.
+pub(crate) fn broadcast_id() -> String {
+    format!(
+        "{}{:04}",
+        chrono::Utc::now().timestamp_millis(),
+        rand::random::<u16>() % 10_000
+    )
 }
 
 fn qos(q: u8) -> ApiResult<QoS> {
@@ -112,6 +138,7 @@ pub(crate) async fn publish(
         (status = 200, body = PublishResponse),
         (status = 400, body = ErrorBody, description = "InvalidParameter"),
         (status = 404, body = ErrorBody, description = "ProductNotFound"),
+        (status = 409, body = ErrorBody, description = "TooManySubscribers (over 1,000 subscribers of the topic)"),
         (status = 429, body = ErrorBody, description = "Throttling (PubBroadcast: 1 per second per account)"),
     ))]
 pub(crate) async fn broadcast(
@@ -127,7 +154,107 @@ pub(crate) async fn broadcast(
     if suffix.is_empty() {
         return Err(ApiError::invalid("topicSuffix", "must not be empty"));
     }
-    send(&s, format!("/broadcast/{pk}/{suffix}"), payload, qos, false).await
+    let topic = format!("/broadcast/{pk}/{suffix}");
+    let subscribers = s.broker.subscriber_count(&topic);
+    let max = s.config.broadcast_subscribers_max;
+    if subscribers > max {
+        return Err(ApiError::Refused {
+            status: StatusCode::CONFLICT,
+            code: "TooManySubscribers",
+            message: format!(
+                "{topic} has {subscribers} subscribers, over the limit of {max} for a broadcast topic"
+            ),
+        });
+    }
+    send(&s, topic, payload, qos, false).await
+}
+
+/// A device broadcast.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct DeviceBroadcastRequest {
+    /// Payload, base64 (standard alphabet). Give this or `payloadText`.
+    #[serde(default)]
+    payload: Option<String>,
+    /// Payload as UTF-8 text.
+    #[serde(default)]
+    payload_text: Option<String>,
+    /// 0 (default) or 1.
+    #[serde(default)]
+    qos: u8,
+}
+
+/// What a device broadcast reached.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeviceBroadcastResponse {
+    /// The `{messageId}` level of every device's topic.
+    message_id: String,
+    /// Online devices the broadcast was sent to.
+    devices: usize,
+    /// Devices whose session received it.
+    delivered: usize,
+}
+
+/// Sends a payload to every online device of the product, each on its own
+/// `/sys/{productKey}/{deviceName}/broadcast/request/{messageId}`.
+#[utoipa::path(post, path = "/api/v1/products/{productKey}/devices/broadcast", tag = "messaging",
+    params(("productKey" = String, Path)),
+    request_body = DeviceBroadcastRequest,
+    responses(
+        (status = 200, body = DeviceBroadcastResponse),
+        (status = 400, body = ErrorBody, description = "InvalidParameter"),
+        (status = 404, body = ErrorBody, description = "ProductNotFound"),
+        (status = 429, body = ErrorBody, description = "Throttling (PubBroadcast: 1 per second per account)"),
+    ))]
+pub(crate) async fn device_broadcast(
+    State(s): State<ApiState>,
+    caller: Caller,
+    ApiPath(pk): ApiPath<String>,
+    ApiJson(body): ApiJson<DeviceBroadcastRequest>,
+) -> ApiResult<Json<DeviceBroadcastResponse>> {
+    s.owned_product(&caller, &pk).await?;
+    let qos = qos(body.qos)?;
+    let payload = payload(body.payload, body.payload_text, s.config.max_publish_bytes)?;
+    let message_id = broadcast_id();
+    let (mut devices, mut delivered) = (0, 0);
+    let mut cursor = None;
+    loop {
+        let page = s
+            .registry
+            .list_devices(
+                &pk,
+                DeviceFilter {
+                    state: Some(DeviceState::Online),
+                    ..DeviceFilter::default()
+                },
+                PageRequest::After {
+                    cursor,
+                    page_size: 200,
+                },
+            )
+            .await?;
+        for device in page.items {
+            let topic = format!(
+                "/sys/{pk}/{}/broadcast/request/{message_id}",
+                device.device_name
+            );
+            devices += 1;
+            match s.broker.publish(&topic, payload.clone(), qos, false).await {
+                Ok(n) => delivered += usize::from(n > 0),
+                Err(e) => return Err(ApiError::Internal(e.to_string())),
+            }
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    Ok(Json(DeviceBroadcastResponse {
+        message_id,
+        devices,
+        delivered,
+    }))
 }
 
 #[cfg(test)]

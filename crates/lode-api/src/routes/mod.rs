@@ -1,12 +1,18 @@
 //! The route table and the OpenAPI document built from it.
 
+pub(crate) mod devconfig;
 pub(crate) mod devices;
+pub(crate) mod groups;
 pub(crate) mod keys;
 pub(crate) mod messaging;
+pub(crate) mod ota;
 pub(crate) mod products;
 pub(crate) mod register;
+pub(crate) mod rrpc;
 pub(crate) mod rules;
+pub(crate) mod shadow;
 pub(crate) mod thing;
+pub(crate) mod topology;
 
 use axum::Router;
 use axum::extract::State;
@@ -56,6 +62,12 @@ pub(crate) const OPENAPI_PATH: &str = "/api/v1/openapi.json";
             property set, service calls, latest values, history, desired values and message log of devices. \
             Times are ms since the Unix epoch. Without the thing-model runtime these answer 503 ServiceUnavailable"),
         (name = "rules", description = "Rules engine: rules, tests on samples, counters, traces, and forwarding destinations"),
+        (name = "groups", description = "Device groups with subgroups, group members, and tag search over products, devices and groups"),
+        (name = "shadow", description = "Device shadows: reported and desired state, versions, deltas"),
+        (name = "ota", description = "OTA: firmware packages, signed downloads, upgrade jobs and per-device progress"),
+        (name = "remoteConfig", description = "Remote configuration files of products: versions, push, signed downloads"),
+        (name = "gateways", description = "Gateways and sub-devices: topology, sub-device sessions"),
+        (name = "rrpc", description = "Synchronous cloud-to-device requests (RRPC) on system and custom topics"),
         (name = "deviceAuth", description = "Device-facing endpoints (not AccessKey-signed)"),
     )
 )]
@@ -197,6 +209,13 @@ pub(crate) fn build(state: ApiState) -> Router {
         .routes(routes!(devices::device_events))
         .routes(routes!(messaging::publish))
         .routes(routes!(messaging::broadcast))
+        .routes(routes!(messaging::device_broadcast))
+        .merge(groups::routes())
+        .merge(shadow::routes())
+        .merge(ota::routes())
+        .merge(devconfig::routes())
+        .merge(topology::routes())
+        .merge(rrpc::routes())
         .routes(routes!(thing::get_thing_model, thing::put_thing_model))
         .routes(routes!(thing::publish_thing_model))
         .routes(routes!(thing::get_script, thing::put_script))

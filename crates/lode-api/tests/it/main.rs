@@ -3,6 +3,8 @@
 //! thing-model runtime for the thing-model tests), spoken to with a small
 //! HTTP/1.1 client.
 
+mod broadcast_limit;
+mod groups;
 mod harness;
 mod messaging;
 mod objects;
