@@ -134,6 +134,19 @@ impl ApiClient {
             Some(v) => serde_json::to_vec(v)?,
             None => Vec::new(),
         };
+        let content_type = (!body.is_empty()).then_some("application/json");
+        self.call_bytes(method, path_and_query, &body, content_type)
+            .await
+    }
+
+    /// Sends a signed request with a raw body (a firmware upload).
+    pub async fn call_bytes(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> anyhow::Result<Response> {
         let (path, query) = path_and_query
             .split_once('?')
             .unwrap_or((path_and_query, ""));
@@ -146,7 +159,7 @@ impl ApiClient {
             access_key_id: &self.key_id,
             secret: &self.secret,
         };
-        let headers = signature_headers(credentials, method, path, query, &body, now, &nonce);
+        let headers = signature_headers(credentials, method, path, query, body, now, &nonce);
         let mut request = format!(
             "{method} {path_and_query} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\
              Accept: application/json\r\nContent-Length: {}\r\n",
@@ -154,8 +167,8 @@ impl ApiClient {
             self.port,
             body.len()
         );
-        if !body.is_empty() {
-            request.push_str("Content-Type: application/json\r\n");
+        if let Some(content_type) = content_type {
+            request.push_str(&format!("Content-Type: {content_type}\r\n"));
         }
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
@@ -166,7 +179,7 @@ impl ApiClient {
                 .await
                 .with_context(|| format!("cannot reach {}:{}", self.host, self.port))?;
             stream.write_all(request.as_bytes()).await?;
-            stream.write_all(&body).await?;
+            stream.write_all(body).await?;
             let mut raw = Vec::new();
             stream.read_to_end(&mut raw).await?;
             anyhow::Ok(raw)

@@ -10,6 +10,12 @@ use serde_json::{Value, json};
 
 use crate::client::{ApiClient, Connection};
 
+mod devconfig;
+mod groups;
+mod ota;
+mod shadow;
+mod topology;
+
 #[derive(Debug, Subcommand)]
 pub enum ProductCommand {
     /// Create a product.
@@ -446,6 +452,20 @@ pub enum Manage {
     /// Destinations rules forward to: create, list, get, delete.
     #[command(subcommand)]
     Destination(DestinationCommand),
+    #[command(flatten)]
+    Groups(groups::GroupsCommand),
+    #[command(flatten)]
+    DevConfig(devconfig::DevConfigCommand),
+    /// Gateways: topo-get, topo-add, topo-delete, gateway-of.
+    #[command(subcommand)]
+    Gateway(topology::GatewayCommand),
+    /// Device shadows: get, update (desired state), delete.
+    #[command(subcommand)]
+    Shadow(shadow::ShadowCommand),
+    /// OTA: firmware (upload, list, get, delete) and upgrade jobs (create, list, get,
+    /// cancel, devices).
+    #[command(subcommand)]
+    Ota(ota::OtaCommand),
 }
 
 /// Runs one command and prints its result.
@@ -473,6 +493,11 @@ pub async fn run(command: Manage, connection: &Connection) -> anyhow::Result<()>
         Manage::Script(c) => script(&api, c, connection.json).await?,
         Manage::Rule(c) => rule(&api, c).await?,
         Manage::Destination(c) => destination(&api, c).await?,
+        Manage::Groups(c) => groups::run(&api, c).await?,
+        Manage::DevConfig(c) => devconfig::run(&api, c).await?,
+        Manage::Gateway(c) => topology::run(&api, c).await?,
+        Manage::Shadow(c) => shadow::run(&api, c).await?,
+        Manage::Ota(c) => ota::run(&api, c).await?,
     };
     print(&value, columns, connection.json);
     Ok(())

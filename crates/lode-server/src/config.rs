@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// DTLS limits of the `coap_dtls` listener. Its certificate, when `None`, is the TLS
     /// certificate if that key is ECDSA, else a self-signed ECDSA P-256 one made at start.
     pub dtls: lode_edge::dtls::DtlsConfig,
+    /// The rules engine and the applications' stream; `dir` is replaced by
+    /// `<data dir>/forward` at start.
+    pub rules: lode_forward::ForwardConfig,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +95,7 @@ impl Default for ServerConfig {
             deny_subscribe_reason: lode_mqtt::ReasonCode::NotAuthorized,
             edge: lode_edge::EdgeConfig::default(),
             dtls: lode_edge::dtls::DtlsConfig::default(),
+            rules: lode_forward::ForwardConfig::new("forward"),
         }
     }
 }

@@ -23,6 +23,8 @@ pub struct HttpState {
     pub prometheus: PrometheusHandle,
     /// HTTP and CoAP device access, for its counters.
     pub edge: lode_edge::Edge,
+    /// The rules engine, for its counters.
+    pub forward: lode_forward::Forwarder,
 }
 
 /// The router of the built-in endpoints: `GET /healthz`, `GET /readyz`, `GET /metrics`.
@@ -52,6 +54,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let mut body = state.prometheus.render();
     state.broker.stats().render_prometheus(&mut body);
     state.edge.stats().render_prometheus(&mut body);
+    state.forward.counters().render_prometheus(&mut body);
     crate::metrics::render_process(&mut body);
     (
         [(

@@ -73,6 +73,7 @@ pub struct Server {
     /// The history's retention worker, stopped at shutdown.
     retention: (CancellationToken, tokio::task::JoinHandle<()>),
     forward: lode_forward::Forwarder,
+    ota: lode_ota::Ota,
 }
 
 impl Server {
@@ -138,6 +139,12 @@ impl Server {
             .await
             .context("failed to open the broker")?;
         device_auth.attach_broker(broker.clone());
+        let gateways = lode_gateway::Gateways::start(
+            registry.clone(),
+            device_auth.clone(),
+            &broker,
+            lode_gateway::Gateways::DEFAULT_LIMIT,
+        );
         let history_config = lode_history::HistoryConfig {
             retention: config.history_retention,
             log_retention: config.log_retention,
@@ -159,19 +166,53 @@ impl Server {
             },
         );
         thing.attach(broker.clone(), Arc::new(Online(device_auth.clone())));
+        let devconfig = lode_devconfig::DevConfig::new(
+            registry.clone(),
+            device_auth.clone(),
+            lode_devconfig::DevConfigSettings::new(format!("http://{}", advertised(&http))),
+        );
+        devconfig.attach(broker.clone());
         let forward_dir = match &registry_dir {
             Some(temp) => temp.path().join("forward"),
             None => config.data_dir.join("forward"),
         };
         let forward = lode_forward::Forwarder::start(
-            lode_forward::ForwardConfig::new(forward_dir),
+            lode_forward::ForwardConfig {
+                dir: forward_dir,
+                ..config.rules.clone()
+            },
             registry.clone(),
             broker.clone(),
         )
         .await
         .context("failed to start the rules engine")?;
         thing.set_listener(forward.thing_listener());
+        let shadow = lode_shadow::ShadowService::new(
+            registry.clone(),
+            broker.clone(),
+            device_auth.clone(),
+            lode_shadow::ShadowConfig::default(),
+        );
+        broker.add_message_hook(shadow.hook());
+        device_auth.add_status_listener(shadow.status_listener());
         let key = token_key(&config).await?;
+        let ota_dir = match &registry_dir {
+            Some(temp) => temp.path().join("ota"),
+            None => config.data_dir.join("ota"),
+        };
+        let ota = lode_ota::Ota::start(
+            registry.clone(),
+            Arc::new(
+                lode_ota::DirBlobStore::open(ota_dir)
+                    .await
+                    .context("failed to open the firmware store")?,
+            ),
+            lode_ota::UrlSigner::derive(key.as_bytes()),
+            lode_ota::OtaConfig::new(format!("http://{}", advertised(&http))),
+        )
+        .await
+        .context("failed to start OTA")?;
+        ota.attach(broker.clone(), device_auth.clone());
         let edge = Edge::new(
             device_auth.clone(),
             broker.clone(),
@@ -216,7 +257,13 @@ impl Server {
             .with_thing(thing.clone()),
         )
         .layer(axum::Extension(forward.clone()))
-        .merge(lode_edge::http::router(edge.clone()));
+        .layer(axum::Extension(shadow))
+        .layer(axum::Extension(gateways))
+        .layer(axum::Extension(devconfig.clone()))
+        .merge(lode_edge::http::router(edge.clone()))
+        .merge(lode_devconfig::http::router(devconfig))
+        .layer(axum::Extension(ota.clone()))
+        .merge(lode_ota::http::router(ota.clone()));
 
         Ok(Server {
             config,
@@ -237,6 +284,7 @@ impl Server {
             thing,
             retention: (retention_stop, retention),
             forward,
+            ota,
             ready: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -302,6 +350,11 @@ impl Server {
         &self.thing
     }
 
+    /// OTA: firmware, downloads and upgrade jobs.
+    pub fn ota(&self) -> &lode_ota::Ota {
+        &self.ota
+    }
+
     /// The rules engine.
     pub fn forward(&self) -> &lode_forward::Forwarder {
         &self.forward
@@ -350,6 +403,7 @@ impl Server {
             thing,
             retention,
             forward,
+            ota,
         } = self;
 
         let root = CancellationToken::new();
@@ -392,6 +446,7 @@ impl Server {
             ready: ready.clone(),
             prometheus: metrics::prometheus(),
             edge,
+            forward: forward.clone(),
         })
         .merge(routes);
         if let Some(https) = https {
@@ -430,6 +485,7 @@ impl Server {
             conns.wait().await;
             thing.shutdown().await;
             forward.shutdown().await;
+            ota.shutdown();
         };
         let clean = tokio::time::timeout(config.shutdown_grace, graceful)
             .await
@@ -553,6 +609,16 @@ async fn token_key(config: &ServerConfig) -> anyhow::Result<TokenKey> {
     })
     .await
     .context("token key task failed")?
+}
+
+/// The address devices reach the HTTP listener at: its own, or loopback when it listens on
+/// every address.
+fn advertised(listener: &TcpListener) -> SocketAddr {
+    let mut addr = local_addr(listener);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
 }
 
 /// The sign-in layer tells the thing model who is online.

@@ -53,6 +53,41 @@ pub struct FileConfig {
     /// HTTP and CoAP device access.
     #[serde(default)]
     pub edge: EdgeFile,
+    /// The rules engine and the applications' stream.
+    #[serde(default)]
+    pub rules: RulesFile,
+}
+
+/// `[rules]`: the rules engine's limits, retries and buffers, and the applications' stream.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    /// Rules one account may have. Default 1000.
+    pub rules_per_account: Option<u64>,
+    /// Actions one rule may have. Default 10.
+    pub actions_per_rule: Option<usize>,
+    /// Messages per second the rules of one account take; the rest is counted as
+    /// throttled. Default 1000.
+    pub account_rate: Option<u32>,
+    /// Messages per second one account's applications receive on the `$lode` stream; more
+    /// wait their turn. Default 1000.
+    pub stream_rate: Option<u32>,
+    /// Stream messages that may wait, over all accounts. Default 100000.
+    pub stream_queue: Option<usize>,
+    /// Messages one destination buffer holds. Default 100000.
+    pub buffer_capacity: Option<usize>,
+    /// What a full destination buffer does: `"drop_oldest"` (default) or `"refuse_new"`.
+    pub full_policy: Option<String>,
+    /// Delivery attempts before a message goes to the rule's error action. Default 12.
+    pub max_attempts: Option<u32>,
+    /// Wait before the first retry, doubled after each failure. Default `"100ms"`.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_initial: Option<Duration>,
+    /// Longest wait between retries. Default `"30s"`.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_max: Option<Duration>,
+    /// Messages waiting between the broker and the rules. Default 65536.
+    pub input_queue: Option<usize>,
 }
 
 /// `[edge]`: devices that sign in over HTTP or CoAP and send without a connection.

@@ -278,6 +278,7 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
     }
 
     let edge = resolve_edge(&file.edge, &mut problems);
+    let rules = resolve_rules(&file.rules, &mut problems);
 
     if !problems.is_empty() {
         return Err(Problems(problems));
@@ -302,6 +303,7 @@ pub fn resolve(file: &FileConfig, env: &Env, flags: &ServeArgs) -> Result<Server
         deny_subscribe_reason,
         edge,
         dtls: defaults.dtls,
+        rules,
     })
 }
 
@@ -326,6 +328,51 @@ fn resolve_edge(e: &super::file::EdgeFile, problems: &mut Vec<String>) -> lode_e
         edge.auth_per_minute = n;
     }
     edge
+}
+
+fn resolve_rules(
+    r: &super::file::RulesFile,
+    problems: &mut Vec<String>,
+) -> lode_forward::ForwardConfig {
+    let mut c = lode_forward::ForwardConfig::new("forward");
+    let mut at_least_one = |name: &str, v: Option<u64>| {
+        if v == Some(0) {
+            problems.push(format!("rules.{name}: must be at least 1"));
+        }
+    };
+    at_least_one("rules_per_account", r.rules_per_account);
+    at_least_one("actions_per_rule", r.actions_per_rule.map(|v| v as u64));
+    at_least_one("account_rate", r.account_rate.map(u64::from));
+    at_least_one("stream_rate", r.stream_rate.map(u64::from));
+    at_least_one("stream_queue", r.stream_queue.map(|v| v as u64));
+    at_least_one("buffer_capacity", r.buffer_capacity.map(|v| v as u64));
+    at_least_one("max_attempts", r.max_attempts.map(u64::from));
+    at_least_one("input_queue", r.input_queue.map(|v| v as u64));
+    c.rules_per_account = r.rules_per_account.unwrap_or(c.rules_per_account);
+    c.actions_per_rule = r.actions_per_rule.unwrap_or(c.actions_per_rule);
+    c.account_rate = r.account_rate.unwrap_or(c.account_rate);
+    c.stream_rate = r.stream_rate.unwrap_or(c.stream_rate);
+    c.stream_queue = r.stream_queue.unwrap_or(c.stream_queue);
+    c.buffer_capacity = r.buffer_capacity.unwrap_or(c.buffer_capacity);
+    c.max_attempts = r.max_attempts.unwrap_or(c.max_attempts);
+    c.backoff_initial = r.backoff_initial.unwrap_or(c.backoff_initial);
+    c.backoff_max = r.backoff_max.unwrap_or(c.backoff_max);
+    c.input_queue = r.input_queue.unwrap_or(c.input_queue);
+    if c.backoff_initial > c.backoff_max {
+        problems.push(format!(
+            "rules.backoff_initial: {:?} is above rules.backoff_max {:?}",
+            c.backoff_initial, c.backoff_max
+        ));
+    }
+    match r.full_policy.as_deref() {
+        None => {}
+        Some("drop_oldest") => c.full_policy = lode_forward::FullPolicy::DropOldest,
+        Some("refuse_new") => c.full_policy = lode_forward::FullPolicy::RefuseNew,
+        Some(other) => problems.push(format!(
+            "rules.full_policy: {other:?} is not \"drop_oldest\" or \"refuse_new\""
+        )),
+    }
+    c
 }
 
 fn resolve_broker(m: &MqttFile, problems: &mut Vec<String>) -> BrokerConfig {

@@ -220,3 +220,58 @@ client_auth = "optional"
     assert_eq!(tls.client_auth, ClientAuth::Required);
     assert_eq!(tls.client_ca, Some(PathBuf::from("/ca.pem")));
 }
+
+#[test]
+fn the_rules_section_sets_the_rules_runtime() {
+    let file = FileConfig::parse(
+        r#"
+[rules]
+account_rate = 50
+stream_rate = 20
+stream_queue = 500
+buffer_capacity = 1000
+full_policy = "refuse_new"
+max_attempts = 3
+backoff_initial = "1s"
+backoff_max = "1m"
+"#,
+    )
+    .unwrap();
+    let c = config::resolve(&file, &Env::new(), &ServeArgs::default()).unwrap();
+    let r = &c.rules;
+    assert_eq!(
+        (
+            r.account_rate,
+            r.stream_rate,
+            r.stream_queue,
+            r.buffer_capacity
+        ),
+        (50, 20, 500, 1000)
+    );
+    assert_eq!(r.full_policy, lode_forward::FullPolicy::RefuseNew);
+    assert_eq!(r.max_attempts, 3);
+    assert_eq!(r.backoff_initial, Duration::from_secs(1));
+    assert_eq!(r.backoff_max, Duration::from_secs(60));
+    assert_eq!(r.rules_per_account, 1000, "unset keys keep their defaults");
+
+    let bad = FileConfig::parse(
+        r#"
+[rules]
+stream_rate = 0
+full_policy = "drop_newest"
+backoff_initial = "1m"
+backoff_max = "1s"
+"#,
+    )
+    .unwrap();
+    let msg = config::resolve(&bad, &Env::new(), &ServeArgs::default())
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "rules.stream_rate",
+        "rules.full_policy",
+        "rules.backoff_initial",
+    ] {
+        assert!(msg.contains(needle), "{needle} missing from:\n{msg}");
+    }
+}

@@ -158,3 +158,158 @@ pub(crate) const CONNECT_V311: [u8; 15] = [
 ];
 /// CONNACK, session present 0, return code 0 (accepted).
 pub(crate) const CONNACK_OK: [u8; 4] = [0x20, 0x02, 0x00, 0x00];
+
+/// A server that signs clients in (no anonymous access) with the admin AccessKey
+/// `(key_id, key_secret)`, and an API client signed with it.
+pub(crate) async fn start_signed(
+    key_id: &str,
+    key_secret: &str,
+) -> (TestServer, lode_server::client::ApiClient) {
+    let mut config = ServerConfig::local_ephemeral();
+    config.allow_anonymous = false;
+    config.admin_key = Some((key_id.to_owned(), key_secret.to_owned()));
+    let server = TestServer::start(config).await;
+    let api = lode_server::client::ApiClient::from_connection(&lode_server::client::Connection {
+        url: Some(format!("http://{}", server.http)),
+        access_key_id: Some(key_id.to_owned()),
+        access_key_secret: Some(key_secret.to_owned()),
+        profile: None,
+        json: true,
+    })
+    .expect("client");
+    (server, api)
+}
+
+/// A signed API call; its answer, whatever the status.
+pub(crate) async fn call(
+    api: &lode_server::client::ApiClient,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> lode_server::client::Response {
+    api.call(method, path, body.as_ref())
+        .await
+        .expect("API answers")
+}
+
+/// The body of a successful (2xx) answer.
+#[track_caller]
+pub(crate) fn ok(r: lode_server::client::Response) -> serde_json::Value {
+    assert!((200..300).contains(&r.status), "{} {}", r.status, r.body);
+    r.body
+}
+
+/// A device's MQTT 3.1.1 connection, signed in with its DeviceSecret (`ext=1`, `_ss=1`).
+pub(crate) struct MqttDevice {
+    tcp: TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl MqttDevice {
+    pub(crate) async fn connect(mqtt: SocketAddr, pk: &str, dn: &str, secret: &str) -> MqttDevice {
+        let content = format!("clientId{dn}deviceName{dn}productKey{pk}");
+        let password = lode_alink::sign(lode_alink::SignMethod::HmacSha256, secret, &content);
+        let mut d = MqttDevice {
+            tcp: TcpStream::connect(mqtt).await.expect("tcp"),
+            buf: bytes::BytesMut::new(),
+        };
+        d.send(lode_mqtt::Packet::Connect(Box::new(lode_mqtt::Connect {
+            protocol: lode_mqtt::ProtocolVersion::V311,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: format!("{dn}|securemode=3,signmethod=hmacsha256,_ss=1,ext=1|"),
+            will: None,
+            username: Some(format!("{dn}&{pk}")),
+            password: Some(password.into_bytes().into()),
+            properties: lode_mqtt::ConnectProperties::default(),
+        })))
+        .await;
+        match d.recv().await {
+            lode_mqtt::Packet::ConnAck(ack) => assert_eq!(ack.code, lode_mqtt::ReasonCode::Success),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        d
+    }
+
+    pub(crate) async fn send(&mut self, packet: lode_mqtt::Packet) {
+        let mut out = bytes::BytesMut::new();
+        lode_mqtt::encode(&packet, lode_mqtt::ProtocolVersion::V311, &mut out);
+        self.tcp.write_all(&out).await.expect("write");
+    }
+
+    pub(crate) async fn recv(&mut self) -> lode_mqtt::Packet {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(d) =
+                    lode_mqtt::decode(&mut self.buf, lode_mqtt::ProtocolVersion::V311, u32::MAX)
+                        .expect("valid")
+                {
+                    return d.packet;
+                }
+                let n = self.tcp.read_buf(&mut self.buf).await.expect("read");
+                assert!(n > 0, "connection closed");
+            }
+        })
+        .await
+        .expect("a packet within 10 s")
+    }
+
+    pub(crate) async fn publish(&mut self, topic: &str, payload: &serde_json::Value) {
+        self.send(lode_mqtt::Packet::Publish(lode_mqtt::Publish {
+            dup: false,
+            qos: lode_mqtt::QoS::AtLeastOnce,
+            retain: false,
+            topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
+            packet_id: Some(1),
+            payload: payload.to_string().into_bytes().into(),
+            properties: Default::default(),
+        }))
+        .await;
+    }
+
+    /// Publishes at QoS 1 with `packet_id` and waits for its PUBACK (skipping other packets).
+    pub(crate) async fn publish_acked(
+        &mut self,
+        topic: &str,
+        payload: &serde_json::Value,
+        packet_id: u16,
+    ) {
+        self.send(lode_mqtt::Packet::Publish(lode_mqtt::Publish {
+            dup: false,
+            qos: lode_mqtt::QoS::AtLeastOnce,
+            retain: false,
+            topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
+            packet_id: Some(packet_id),
+            payload: payload.to_string().into_bytes().into(),
+            properties: Default::default(),
+        }))
+        .await;
+        loop {
+            if let lode_mqtt::Packet::PubAck(ack) = self.recv().await
+                && ack.packet_id == packet_id
+            {
+                assert_eq!(ack.code, lode_mqtt::ReasonCode::Success);
+                return;
+            }
+        }
+    }
+
+    /// The next PUBLISH on a topic starting with `prefix`, acknowledged; topic and JSON.
+    pub(crate) async fn expect(&mut self, prefix: &str) -> (String, serde_json::Value) {
+        loop {
+            if let lode_mqtt::Packet::Publish(p) = self.recv().await {
+                if let Some(id) = p.packet_id {
+                    self.send(lode_mqtt::Packet::PubAck(lode_mqtt::PubResp::new(
+                        id,
+                        lode_mqtt::ReasonCode::Success,
+                    )))
+                    .await;
+                }
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                if topic.starts_with(prefix) {
+                    return (topic, serde_json::from_slice(&p.payload).expect("JSON"));
+                }
+            }
+        }
+    }
+}

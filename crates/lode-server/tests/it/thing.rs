@@ -6,18 +6,13 @@
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use lode_mqtt::{Connect, ConnectProperties, Packet, ProtocolVersion, PubResp, Publish, QoS};
 use lode_server::ServerConfig;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::support::TestServer;
+use crate::support::{MqttDevice, TestServer};
 
 const KEY_ID: &str = "LTAItestadmin0002";
 const KEY_SECRET: &str = "test-admin-secret-thing-0123456789";
-const V3: ProtocolVersion = ProtocolVersion::V311;
 
 /// Runs the CLI with `--json`; its output, or its error text.
 fn run(http: std::net::SocketAddr, args: &[String]) -> Result<Value, String> {
@@ -55,91 +50,6 @@ async fn cli(server: &TestServer, a: &[&str]) -> Value {
         .await
         .expect("CLI task")
         .unwrap_or_else(|e| panic!("lodestone {shown:?} failed: {e}"))
-}
-
-/// A device's MQTT 3.1.1 connection.
-struct Device {
-    tcp: TcpStream,
-    buf: BytesMut,
-}
-
-impl Device {
-    async fn connect(server: &TestServer, pk: &str, dn: &str, secret: &str) -> Device {
-        let content = format!("clientId{dn}deviceName{dn}productKey{pk}");
-        let password = lode_alink::sign(lode_alink::SignMethod::HmacSha256, secret, &content);
-        let mut d = Device {
-            tcp: TcpStream::connect(server.mqtt).await.expect("tcp"),
-            buf: BytesMut::new(),
-        };
-        d.send(Packet::Connect(Box::new(Connect {
-            protocol: V3,
-            clean_start: true,
-            keep_alive: 60,
-            client_id: format!("{dn}|securemode=3,signmethod=hmacsha256,_ss=1,ext=1|"),
-            will: None,
-            username: Some(format!("{dn}&{pk}")),
-            password: Some(password.into_bytes().into()),
-            properties: ConnectProperties::default(),
-        })))
-        .await;
-        match d.recv().await {
-            Packet::ConnAck(ack) => assert_eq!(ack.code, lode_mqtt::ReasonCode::Success),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-        d
-    }
-
-    async fn send(&mut self, packet: Packet) {
-        let mut out = BytesMut::new();
-        lode_mqtt::encode(&packet, V3, &mut out);
-        self.tcp.write_all(&out).await.expect("write");
-    }
-
-    async fn recv(&mut self) -> Packet {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Some(d) = lode_mqtt::decode(&mut self.buf, V3, u32::MAX).expect("valid") {
-                    return d.packet;
-                }
-                let n = self.tcp.read_buf(&mut self.buf).await.expect("read");
-                assert!(n > 0, "connection closed");
-            }
-        })
-        .await
-        .expect("a packet within 10 s")
-    }
-
-    async fn publish(&mut self, topic: &str, payload: &Value) {
-        self.send(Packet::Publish(Publish {
-            dup: false,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            topic: bytes::Bytes::copy_from_slice(topic.as_bytes()),
-            packet_id: Some(1),
-            payload: payload.to_string().into_bytes().into(),
-            properties: Default::default(),
-        }))
-        .await;
-    }
-
-    /// The next PUBLISH on a topic starting with `prefix`, acknowledged; topic and JSON.
-    async fn expect(&mut self, prefix: &str) -> (String, Value) {
-        loop {
-            if let Packet::Publish(p) = self.recv().await {
-                if let Some(id) = p.packet_id {
-                    self.send(Packet::PubAck(PubResp::new(
-                        id,
-                        lode_mqtt::ReasonCode::Success,
-                    )))
-                    .await;
-                }
-                let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                if topic.starts_with(prefix) {
-                    return (topic, serde_json::from_slice(&p.payload).expect("JSON"));
-                }
-            }
-        }
-    }
 }
 
 const TSL: &str = r#"{
@@ -288,7 +198,7 @@ async fn cli_thing_model_device_data_and_calls() {
     assert_eq!(tsl["services"].as_array().map(Vec::len), Some(3));
 
     // The device signs in and posts a value.
-    let mut dev = Device::connect(s, &pk, "room-1", &secret).await;
+    let mut dev = MqttDevice::connect(s.mqtt, &pk, "room-1", &secret).await;
     let sys = format!("/sys/{pk}/room-1");
     let dref = ["--product", pk.as_str(), "--device", "room-1"];
     for _ in 0..200 {
