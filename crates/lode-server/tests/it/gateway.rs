@@ -390,6 +390,26 @@ async fn sub_devices_live_through_their_gateway() {
         .await;
     assert_eq!(set["params"]["temperature"], 30.0);
 
+    // Its shadow, over the gateway's connection: reported, then set from the API and pushed.
+    gate.publish(
+        &format!("/shadow/update/{spk}/sens0001"),
+        json!({"method": "update", "state": {"reported": {"mode": "eco"}}, "version": 1})
+            .to_string(),
+    )
+    .await;
+    let reply = gate.expect(&format!("/shadow/get/{spk}/sens0001")).await;
+    assert_eq!(reply["payload"]["status"], "success", "{reply}");
+    ok(call(
+        &api,
+        "PUT",
+        &format!("/api/v1/products/{spk}/devices/sens0001/shadow/desired"),
+        Some(json!({"desired": {"mode": "boost"}})),
+    )
+    .await);
+    let control = gate.expect(&format!("/shadow/get/{spk}/sens0001")).await;
+    assert_eq!(control["method"], "control", "{control}");
+    assert_eq!(control["payload"]["state"]["desired"]["mode"], "boost");
+
     // Batch login and logout.
     let reply = gate
         .ask(
