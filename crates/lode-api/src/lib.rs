@@ -36,8 +36,6 @@ mod extract;
 #[cfg(feature = "server")]
 mod jobs;
 #[cfg(feature = "server")]
-mod lifecycle;
-#[cfg(feature = "server")]
 mod routes;
 pub mod signing;
 #[cfg(feature = "server")]

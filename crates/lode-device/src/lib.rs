@@ -70,6 +70,7 @@ use tokio::sync::mpsc;
 
 mod cert;
 mod gateway;
+pub mod lifecycle;
 mod subscriber;
 mod transient;
 
@@ -543,7 +544,13 @@ impl DeviceAuth {
                         .create_device(&identity.product_key, new)
                         .await
                     {
-                        Ok(_) | Err(RegistryError::DeviceAlreadyExists { .. }) => {}
+                        Ok(device) => {
+                            if let Some(broker) = self.broker() {
+                                lifecycle::announce(&broker, lifecycle::Action::Create, &device)
+                                    .await;
+                            }
+                        }
+                        Err(RegistryError::DeviceAlreadyExists { .. }) => {}
                         Err(error) => return Err(backend(error)),
                     }
                 }

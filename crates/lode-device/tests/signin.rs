@@ -464,7 +464,27 @@ fn register_connect(pk: &str, dn: &str, product_secret: &str, auth_type: &str) -
 
 #[tokio::test]
 async fn dynamic_registration_over_mqtt() {
-    let p = platform(DeviceAuthConfig::default(), true).await;
+    let config = DeviceAuthConfig {
+        allow_applications: true,
+        ..DeviceAuthConfig::default()
+    };
+    let p = platform(config, true).await;
+    // An application watches the product's lifecycle messages.
+    let (mut app, code) = Client::connect(
+        p.addr,
+        Connect {
+            username: None,
+            password: None,
+            client_id: "console".into(),
+            ..alink_connect(&p.pk, "x", "y", false, V3)
+        },
+    )
+    .await;
+    assert_eq!(code, ReasonCode::Success);
+    assert_eq!(
+        app.subscribe(&format!("/{}/+/thing/lifecycle", p.pk)).await,
+        ReasonCode::GrantedQoS1
+    );
     let product = p
         .registry
         .get_product(&p.pk)
@@ -508,6 +528,20 @@ async fn dynamic_registration_over_mqtt() {
     assert_eq!(code, ReasonCode::Success);
     let msg = c.next_publish().await;
     assert_eq!(&msg.topic[..], b"/ext/regnwl");
+    // The new device's creation is announced.
+    let created = app.next_publish().await;
+    assert_eq!(
+        created.topic,
+        format!("/{}/brand-new-1/thing/lifecycle", p.pk).as_bytes()
+    );
+    let event: serde_json::Value = serde_json::from_slice(&created.payload).expect("json");
+    assert_eq!(
+        (&event["action"], &event["deviceName"]),
+        (
+            &serde_json::json!("create"),
+            &serde_json::json!("brand-new-1")
+        )
+    );
     let body: serde_json::Value = serde_json::from_slice(&msg.payload).expect("json");
     let token = body["deviceToken"].as_str().expect("token").to_owned();
     let client_id = body["clientId"].as_str().expect("client id").to_owned();

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use lode_alink::{ClientId, DeviceIdentity, SignMethod};
 use lode_broker::{Broker, Intercept, MessageHook, Principal, Uplink, WeakBroker};
-use lode_device::{DeviceAuth, SubDeviceError};
+use lode_device::{DeviceAuth, SubDeviceError, lifecycle};
 use lode_mqtt::QoS;
 use lode_registry::{
     DeviceState, NewDevice, NodeType, RegistryError, RegistryStore, SUB_DEVICES_PER_GATEWAY,
@@ -576,7 +576,12 @@ impl Gateways {
                     ..NewDevice::new(identity.device_name.clone())
                 };
                 match registry.create_device(&identity.product_key, new).await {
-                    Ok(d) => d,
+                    Ok(d) => {
+                        if let Some(broker) = self.0.broker.upgrade() {
+                            lifecycle::announce(&broker, lifecycle::Action::Create, &d).await;
+                        }
+                        d
+                    }
                     Err(RegistryError::DeviceAlreadyExists { .. }) => registry
                         .get_device(&identity.product_key, &identity.device_name)
                         .await?

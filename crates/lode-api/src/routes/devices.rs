@@ -17,8 +17,8 @@ use crate::dto::{
 };
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::lifecycle;
 use crate::routes::products::{page, tag_keys};
+use lode_device::lifecycle;
 
 /// Length of a generated DeviceName.
 const GENERATED_NAME_LEN: usize = 20;

@@ -1,5 +1,5 @@
-//! Lifecycle messages: when the API creates, deletes, enables or disables a device, the
-//! platform publishes `/{pk}/{dn}/thing/lifecycle` in the reference platform's format,
+//! Lifecycle messages: when a device is created (through the management API or by dynamic
+//! registration), deleted, enabled or disabled, the platform publishes `/{pk}/{dn}/thing/lifecycle` in the reference platform's format,
 //! `{"action": "create" | "delete" | "enable" | "disable", "iotId", "productKey",
 //! "deviceName", "deviceSecret" (create only), "messageCreateTime"}`. The rules engine
 //! reads it as its lifecycle source and streams it to applications as
@@ -14,7 +14,7 @@ use serde_json::json;
 
 /// What happened to a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Action {
+pub enum Action {
     Create,
     Delete,
     Enable,
@@ -33,7 +33,7 @@ impl Action {
 }
 
 /// The lifecycle message of `device`.
-pub(crate) fn message(action: Action, device: &Device, at_ms: i64) -> (String, Bytes) {
+pub fn message(action: Action, device: &Device, at_ms: i64) -> (String, Bytes) {
     let mut body = json!({
         "action": action.as_str(),
         "iotId": device.iot_id,
@@ -51,9 +51,9 @@ pub(crate) fn message(action: Action, device: &Device, at_ms: i64) -> (String, B
     (topic, Bytes::from(body.to_string()))
 }
 
-/// Publishes the lifecycle message of `device`; a failure is logged, the API call it
-/// follows has already succeeded.
-pub(crate) async fn announce(broker: &Broker, action: Action, device: &Device) {
+/// Publishes the lifecycle message of `device`; a failure is logged, the change it
+/// reports has already happened.
+pub async fn announce(broker: &Broker, action: Action, device: &Device) {
     let (topic, payload) = message(action, device, chrono::Utc::now().timestamp_millis());
     if let Err(error) = broker
         .publish(&topic, payload, QoS::AtLeastOnce, false)
