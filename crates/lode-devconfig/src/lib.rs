@@ -75,7 +75,7 @@ impl DevConfigError {
 }
 
 /// Settings of the remote-configuration runtime.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DevConfigSettings {
     /// Largest configuration file, in bytes (the platform's limit is 64 KB).
     pub max_bytes: usize,
@@ -86,6 +86,20 @@ pub struct DevConfigSettings {
     pub base_url: String,
     /// Most devices named in one push.
     pub push_devices_max: usize,
+    /// Key of the download URLs' signatures; random unless derived from a server secret
+    /// ([`DevConfigSettings::with_url_secret`]), which keeps URLs valid across restarts.
+    pub url_key: [u8; 32],
+}
+
+impl std::fmt::Debug for DevConfigSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevConfigSettings")
+            .field("max_bytes", &self.max_bytes)
+            .field("url_ttl", &self.url_ttl)
+            .field("base_url", &self.base_url)
+            .field("push_devices_max", &self.push_devices_max)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DevConfigSettings {
@@ -99,7 +113,18 @@ impl DevConfigSettings {
             url_ttl: Duration::from_secs(3600),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             push_devices_max: 1000,
+            url_key: rand::random(),
         }
+    }
+
+    /// Signs download URLs with a key derived from `secret` (the server's persistent key),
+    /// so a URL handed out before a restart still downloads after it.
+    pub fn with_url_secret(mut self, secret: &[u8]) -> DevConfigSettings {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+        mac.update(b"lodestone config download url");
+        self.url_key = mac.finalize().into_bytes().into();
+        self
     }
 }
 
@@ -139,7 +164,6 @@ struct Inner {
     /// Weak: the broker holds this runtime's hook.
     broker: OnceLock<WeakBroker>,
     /// Key of download URL signatures, new at each start (URLs are short-lived).
-    url_key: [u8; 32],
     /// Pushes waiting for `push_reply`, by `"pk/dn"` and request id.
     acks: Mutex<HashMap<(String, String), oneshot::Sender<i64>>>,
     next_id: AtomicU64,
@@ -196,7 +220,6 @@ impl DevConfig {
                 registry,
                 devices,
                 broker: OnceLock::new(),
-                url_key: rand::random(),
                 acks: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(unix_secs().saturating_mul(1000)),
             }),
@@ -302,13 +325,13 @@ impl DevConfig {
     }
 
     fn url_signature(&self, config_id: &str, expires: u64) -> String {
-        url_signature(&self.inner.url_key, config_id, expires)
+        url_signature(&self.inner.settings.url_key, config_id, expires)
     }
 
     /// Whether a download URL's `expires` and `signature` are valid now.
     pub(crate) fn check_url(&self, config_id: &str, expires: u64, signature: &str) -> bool {
         url_valid(
-            &self.inner.url_key,
+            &self.inner.settings.url_key,
             config_id,
             expires,
             signature,
@@ -555,6 +578,22 @@ mod tests {
         );
         assert!(!url_valid(&key, "c1", 1_000, "zz", 999), "not hex");
         assert!(!url_valid(&key, "c1", 1_000, &sig[..10], 999), "truncated");
+    }
+
+    #[test]
+    fn a_url_key_from_the_server_secret_survives_a_restart() {
+        let before = DevConfigSettings::new("http://h").with_url_secret(b"server secret");
+        let after = DevConfigSettings::new("http://h").with_url_secret(b"server secret");
+        let other = DevConfigSettings::new("http://h").with_url_secret(b"another secret");
+        assert_eq!(before.url_key, after.url_key);
+        assert_ne!(before.url_key, other.url_key);
+        let sig = url_signature(&before.url_key, "c1", 2_000);
+        assert!(url_valid(&after.url_key, "c1", 2_000, &sig, 1_000));
+        assert!(!url_valid(&other.url_key, "c1", 2_000, &sig, 1_000));
+        assert!(
+            !format!("{before:?}").contains("url_key"),
+            "the key stays out of logs"
+        );
     }
 
     #[test]

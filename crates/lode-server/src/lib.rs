@@ -166,10 +166,12 @@ impl Server {
             },
         );
         thing.attach(broker.clone(), Arc::new(Online(device_auth.clone())));
+        let key = token_key(&config).await?;
         let devconfig = lode_devconfig::DevConfig::new(
             registry.clone(),
             device_auth.clone(),
-            lode_devconfig::DevConfigSettings::new(format!("http://{}", advertised(&http))),
+            lode_devconfig::DevConfigSettings::new(format!("http://{}", advertised(&http)))
+                .with_url_secret(key.as_bytes()),
         );
         devconfig.attach(broker.clone());
         let forward_dir = match &registry_dir {
@@ -195,7 +197,6 @@ impl Server {
         );
         broker.add_message_hook(shadow.hook());
         device_auth.add_status_listener(shadow.status_listener());
-        let key = token_key(&config).await?;
         let ota_dir = match &registry_dir {
             Some(temp) => temp.path().join("ota"),
             None => config.data_dir.join("ota"),
