@@ -12,6 +12,13 @@ async fn healthz_readyz_metrics() {
     let (status, body) = get(server.http, "/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("process_resident_memory_bytes"), "{body}");
+    for name in [
+        "lode_rules_received_total",
+        "lode_rules_buffered",
+        "lode_stream_throttled_total",
+    ] {
+        assert!(body.contains(&format!("\n{name} 0\n")), "{name} in {body}");
+    }
     assert_eq!(get(server.http, "/nope").await.0, 404);
     server.shutdown().await;
 }
