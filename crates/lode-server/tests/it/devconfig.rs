@@ -5,13 +5,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use lode_mqtt::{Connect, ConnectProperties, Packet, ProtocolVersion, PubResp, Publish, QoS};
+use lode_mqtt::{Packet, ProtocolVersion, PubResp, Publish, QoS};
 use lode_server::client::{ApiClient, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{TestServer, call, get, ok, start_signed};
+use crate::support::{TestServer, call, device_connect, get, ok, start_signed};
 
 const KEY_ID: &str = "LTAItestadmin0007";
 const KEY_SECRET: &str = "test-admin-secret-devconfig-0123456";
@@ -82,24 +82,12 @@ struct Device {
 
 impl Device {
     async fn connect(server: &TestServer, pk: &str, dn: &str, secret: &str) -> Device {
-        let content = format!("clientId{dn}deviceName{dn}productKey{pk}");
-        let password = lode_alink::sign(lode_alink::SignMethod::HmacSha256, secret, &content);
         let mut d = Device {
             tcp: TcpStream::connect(server.mqtt).await.expect("tcp"),
             buf: BytesMut::new(),
             next_id: 1,
         };
-        d.send(Packet::Connect(Box::new(Connect {
-            protocol: V3,
-            clean_start: true,
-            keep_alive: 60,
-            client_id: format!("{dn}|securemode=3,signmethod=hmacsha256,_ss=1,ext=1|"),
-            will: None,
-            username: Some(format!("{dn}&{pk}")),
-            password: Some(password.into_bytes().into()),
-            properties: ConnectProperties::default(),
-        })))
-        .await;
+        d.send(device_connect(pk, dn, secret)).await;
         match d.recv().await {
             Some(Packet::ConnAck(ack)) => assert_eq!(ack.code, lode_mqtt::ReasonCode::Success),
             other => panic!("expected CONNACK, got {other:?}"),

@@ -199,6 +199,23 @@ pub(crate) fn ok(r: lode_server::client::Response) -> serde_json::Value {
     r.body
 }
 
+/// The MQTT 3.1.1 CONNECT of device `pk/dn` signed with its DeviceSecret (HMAC-SHA256,
+/// `_ss=1`, `ext=1`).
+pub(crate) fn device_connect(pk: &str, dn: &str, secret: &str) -> lode_mqtt::Packet {
+    let content = format!("clientId{dn}deviceName{dn}productKey{pk}");
+    let password = lode_alink::sign(lode_alink::SignMethod::HmacSha256, secret, &content);
+    lode_mqtt::Packet::Connect(Box::new(lode_mqtt::Connect {
+        protocol: lode_mqtt::ProtocolVersion::V311,
+        clean_start: true,
+        keep_alive: 60,
+        client_id: format!("{dn}|securemode=3,signmethod=hmacsha256,_ss=1,ext=1|"),
+        will: None,
+        username: Some(format!("{dn}&{pk}")),
+        password: Some(password.into_bytes().into()),
+        properties: lode_mqtt::ConnectProperties::default(),
+    }))
+}
+
 /// A device's MQTT 3.1.1 connection, signed in with its DeviceSecret (`ext=1`, `_ss=1`).
 pub(crate) struct MqttDevice {
     tcp: TcpStream,
@@ -207,23 +224,11 @@ pub(crate) struct MqttDevice {
 
 impl MqttDevice {
     pub(crate) async fn connect(mqtt: SocketAddr, pk: &str, dn: &str, secret: &str) -> MqttDevice {
-        let content = format!("clientId{dn}deviceName{dn}productKey{pk}");
-        let password = lode_alink::sign(lode_alink::SignMethod::HmacSha256, secret, &content);
         let mut d = MqttDevice {
             tcp: TcpStream::connect(mqtt).await.expect("tcp"),
             buf: bytes::BytesMut::new(),
         };
-        d.send(lode_mqtt::Packet::Connect(Box::new(lode_mqtt::Connect {
-            protocol: lode_mqtt::ProtocolVersion::V311,
-            clean_start: true,
-            keep_alive: 60,
-            client_id: format!("{dn}|securemode=3,signmethod=hmacsha256,_ss=1,ext=1|"),
-            will: None,
-            username: Some(format!("{dn}&{pk}")),
-            password: Some(password.into_bytes().into()),
-            properties: lode_mqtt::ConnectProperties::default(),
-        })))
-        .await;
+        d.send(device_connect(pk, dn, secret)).await;
         match d.recv().await {
             lode_mqtt::Packet::ConnAck(ack) => assert_eq!(ack.code, lode_mqtt::ReasonCode::Success),
             other => panic!("expected CONNACK, got {other:?}"),
